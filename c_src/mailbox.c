@@ -189,9 +189,9 @@ static mb_proc **buckets_new(size_t n)
 {
     if (n == 0 || n > SIZE_MAX / sizeof(mb_proc *))
         return NULL;
-    mb_proc **b = enif_alloc(n * sizeof *b);
+    mb_proc **b = enif_alloc(n * sizeof(mb_proc *));
     if (b != NULL)
-        memset(b, 0, n * sizeof *b);
+        memset(b, 0, n * sizeof(mb_proc *));
     return b;
 }
 
@@ -658,10 +658,7 @@ int aion_mailbox_load(ErlNifEnv *env, struct aion_mailbox_priv **out)
     struct aion_mailbox_priv *p = enif_alloc(sizeof *p);
     if (p == NULL)
         return 1;
-    ErlNifResourceTypeInit init;
-    memset(&init, 0, sizeof init);
-    init.dtor = mb_dtor;
-    init.down = mb_down;
+    ErlNifResourceTypeInit init = {.dtor = mb_dtor, .stop = NULL, .down = mb_down};
     p->rt = enif_open_resource_type_x(env, "aion_mailbox", &init,
                                       ERL_NIF_RT_CREATE | ERL_NIF_RT_TAKEOVER, NULL);
     if (p->rt == NULL) {
