@@ -370,6 +370,38 @@ lowest_missing(Got, I, J) ->
         false -> J
     end.
 
+%% Processes die while producers retain to them and other processes forget them:
+%% every retain answers ok or {error, exited}, and once the dust settles nothing
+%% is retained and every pid still known reads exited.
+retain_racing_exit_test_() ->
+    {timeout, 120, fun retain_racing_exit/0}.
+
+retain_racing_exit() ->
+    M = aion_mailbox:new(),
+    Parent = self(),
+    Targets = [idle() || _ <- lists:seq(1, 200)],
+    Producers =
+        [spawn_link(fun() ->
+                            Rs = [aion_mailbox:retain(M, T, N, {N, T}, aion_event)
+                                  || N <- lists:seq(1, 200)],
+                            [] = [R || R <- Rs, R =/= ok, R =/= {error, exited}],
+                            _ = aion_mailbox:bump_epoch(M, self()),
+                            Parent ! {produced, self()}
+                    end) || T <- Targets],
+    Forgetters = [T || {T, I} <- lists:zip(Targets, lists:seq(1, 200)), I rem 10 =:= 0],
+    [exit(T, kill) || T <- Targets],
+    [ok = aion_mailbox:forget(M, T) || T <- Forgetters],
+    [receive {produced, P} -> ok after 60000 -> error(producer_stuck) end || P <- Producers],
+    ok = wait_until(fun() -> aion_mailbox:count(M) =:= 0 end),
+    %% Targets not forgotten end with tombstones; a forgotten one has either none
+    %% or a fresh one (a producer retained to it after it was forgotten).
+    ok = wait_until(fun() ->
+                            lists:all(fun(T) -> aion_mailbox:epoch(M, T) =:= exited end,
+                                      Targets -- Forgetters)
+                    end),
+    ?assertEqual([], [T || T <- Forgetters,
+                           not lists:member(aion_mailbox:epoch(M, T), [0, exited])]).
+
 %%% ---------------------------------------------------------------------------
 %%% Bad arguments and large payloads
 %%% ---------------------------------------------------------------------------
