@@ -67,13 +67,14 @@ static const char SCHEMA_DDL[] =
     " run_id TEXT NOT NULL PRIMARY KEY, workflow_id TEXT NOT NULL, type TEXT NOT NULL,"
     " status TEXT NOT NULL, started_at INTEGER NOT NULL, closed_at INTEGER, parent TEXT,"
     " continued_from TEXT, search_attributes TEXT, stuck_reason TEXT, data TEXT,"
-    " next_seq INTEGER NOT NULL DEFAULT 1, create_seq INTEGER NOT NULL UNIQUE);"
+    " next_seq INTEGER NOT NULL DEFAULT 1, last_event INTEGER,"
+    " create_seq INTEGER NOT NULL UNIQUE);"
     "CREATE INDEX IF NOT EXISTS runs_workflow ON runs (workflow_id, create_seq);"
     "CREATE INDEX IF NOT EXISTS runs_status ON runs (status, started_at, run_id);"
     "CREATE INDEX IF NOT EXISTS runs_started ON runs (started_at, run_id);"
-    "CREATE TABLE IF NOT EXISTS events (run_id TEXT NOT NULL, seq INTEGER NOT NULL,"
-    " type TEXT NOT NULL, recorded_at INTEGER NOT NULL, data TEXT NOT NULL,"
-    " PRIMARY KEY (run_id, seq));"
+    "CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY, run_id TEXT NOT NULL,"
+    " seq INTEGER NOT NULL, type TEXT NOT NULL, recorded_at INTEGER NOT NULL,"
+    " data TEXT NOT NULL, prev INTEGER);"
     "CREATE TABLE IF NOT EXISTS timers (run_id TEXT NOT NULL, timer_id TEXT NOT NULL,"
     " fire_at INTEGER NOT NULL, PRIMARY KEY (run_id, timer_id)) WITHOUT ROWID;"
     "CREATE INDEX IF NOT EXISTS timers_fire_at ON timers (fire_at);"
@@ -102,7 +103,7 @@ static const char *const W_SQL[W_COUNT] = {
     [W_SAVEPOINT] = "SAVEPOINT req",
     [W_RELEASE] = "RELEASE req",
     [W_ROLLBACK_TO] = "ROLLBACK TO req",
-    [W_RUN_GET] = "SELECT status, next_seq FROM runs WHERE run_id = ?1",
+    [W_RUN_GET] = "SELECT status, next_seq, last_event FROM runs WHERE run_id = ?1",
     [W_WF_OPEN] = "SELECT run_id FROM runs WHERE workflow_id = ?1 AND status NOT IN "
                   TERMINAL_SQL " ORDER BY create_seq DESC LIMIT 1",
     [W_WF_LATEST] = "SELECT run_id, status FROM runs WHERE workflow_id = ?1"
@@ -111,10 +112,10 @@ static const char *const W_SQL[W_COUNT] = {
                      " continued_from, search_attributes, data, next_seq, create_seq)"
                      " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 1,"
                      " (SELECT coalesce(max(create_seq), 0) + 1 FROM runs))",
-    [W_EV_INSERT] = "INSERT INTO events (run_id, seq, type, recorded_at, data)"
-                    " VALUES (?1, ?2, ?3, ?4, ?5)",
-    [W_RUN_SEQ] = "UPDATE runs SET next_seq = ?2 WHERE run_id = ?1",
-    [W_RUN_UPDATE] = "UPDATE runs SET next_seq = ?2,"
+    [W_EV_INSERT] = "INSERT INTO events (run_id, seq, type, recorded_at, data, prev)"
+                    " VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    [W_RUN_SEQ] = "UPDATE runs SET next_seq = ?2, last_event = ?3 WHERE run_id = ?1",
+    [W_RUN_UPDATE] = "UPDATE runs SET next_seq = ?2, last_event = ?13,"
                      " status = CASE WHEN ?3 THEN ?4 ELSE status END,"
                      " closed_at = CASE WHEN ?5 THEN ?6 ELSE closed_at END,"
                      " search_attributes = CASE WHEN ?7 THEN ?8 ELSE search_attributes END,"
@@ -132,11 +133,14 @@ static const char *const W_SQL[W_COUNT] = {
     [W_TASKS_CLEAR] = "DELETE FROM activity_tasks WHERE run_id = ?1",
 };
 
-enum { R_HISTORY, R_GET_RUN, R_CURRENT_RUN, R_DUE_TIMERS, R_TASKS_RUN, R_TASKS_ALL, R_COUNT };
+enum { R_BEGIN, R_COMMIT, R_ROLLBACK, R_HEAD, R_EVENT, R_GET_RUN, R_CURRENT_RUN, R_DUE_TIMERS, R_TASKS_RUN, R_TASKS_ALL, R_COUNT };
 
 static const char *const R_SQL[R_COUNT] = {
-    [R_HISTORY] = "SELECT seq, type, recorded_at, data FROM events"
-                  " WHERE run_id = ?1 AND seq >= ?2 ORDER BY seq",
+    [R_BEGIN] = "BEGIN",
+    [R_COMMIT] = "COMMIT",
+    [R_ROLLBACK] = "ROLLBACK",
+    [R_HEAD] = "SELECT last_event, next_seq FROM runs WHERE run_id = ?1",
+    [R_EVENT] = "SELECT seq, type, recorded_at, data, prev FROM events WHERE id = ?1",
     [R_GET_RUN] = "SELECT " RUN_COLS " FROM runs WHERE run_id = ?1",
     [R_CURRENT_RUN] = "SELECT " RUN_COLS " FROM runs WHERE workflow_id = ?1"
                       " ORDER BY create_seq DESC LIMIT 1",
@@ -776,7 +780,7 @@ static int delete_ids(db_res *db, req_t *r, int which, bytes_t run, const bytes_
 static int apply_op(db_res *db, req_t *r, op_in *op)
 {
     const store_atoms *a = &db->atoms;
-    ErlNifSInt64 next = 1;
+    ErlNifSInt64 next = 1, last = 0; /* last: id of the run's latest event, 0 if none */
     int exists = 0, terminal = 0;
     sqlite3_stmt *st = db->wst[W_RUN_GET];
     BIND(bind_bytes(st, 1, op->run_id));
@@ -785,6 +789,7 @@ static int apply_op(db_res *db, req_t *r, op_in *op)
         exists = 1;
         terminal = status_terminal(sqlite3_column_blob(st, 0), sqlite3_column_bytes(st, 0));
         next = sqlite3_column_int64(st, 1);
+        last = sqlite3_column_int64(st, 2); /* NULL reads as 0 */
     } else if (rc != SQLITE_DONE) {
         return fail_sql(db, r, st, rc);
     }
@@ -796,6 +801,7 @@ static int apply_op(db_res *db, req_t *r, op_in *op)
             return fail_reason(r, enif_make_tuple2(r->env, a->a_already_exists,
                                                    make_bin(r->env, op->run_id.p, op->run_id.n)));
         next = 1;
+        last = 0;
     } else if (!exists) {
         return fail_reason(r, enif_make_tuple2(r->env, a->a_not_found,
                                                make_bin(r->env, op->run_id.p, op->run_id.n)));
@@ -818,8 +824,10 @@ static int apply_op(db_res *db, req_t *r, op_in *op)
             BIND(bind_bytes(st, 3, op->ev[i].type));
             BIND(sqlite3_bind_int64(st, 4, op->ev[i].at));
             BIND(bind_bytes(st, 5, op->ev[i].data));
+            BIND(last > 0 ? sqlite3_bind_int64(st, 6, last) : sqlite3_bind_null(st, 6));
             if (step_done(db, r, st) != 0)
                 return -1;
+            last = sqlite3_last_insert_rowid(db->w);
         }
     }
 
@@ -866,6 +874,7 @@ static int apply_op(db_res *db, req_t *r, op_in *op)
         st = db->wst[W_RUN_SEQ];
         BIND(bind_bytes(st, 1, op->run_id));
         BIND(sqlite3_bind_int64(st, 2, next + (ErlNifSInt64)op->n_ev));
+        BIND(sqlite3_bind_int64(st, 3, last));
         if (step_done(db, r, st) != 0)
             return -1;
     } else if (op->has_set) {
@@ -883,6 +892,7 @@ static int apply_op(db_res *db, req_t *r, op_in *op)
         BIND(bind_opt(st, 10, &op->s_stuck));
         BIND(sqlite3_bind_int(st, 11, op->s_data.st != F_ABSENT));
         BIND(bind_opt(st, 12, &op->s_data));
+        BIND(last > 0 ? sqlite3_bind_int64(st, 13, last) : sqlite3_bind_null(st, 13));
         if (step_done(db, r, st) != 0)
             return -1;
     }
@@ -1687,14 +1697,82 @@ static int arg_int(ErlNifEnv *env, ERL_NIF_TERM t, bindv *b)
     return enif_get_int64(env, t, &b->i);
 }
 
+/* Steps a cached reader statement that returns no row (BEGIN, COMMIT, ROLLBACK). */
+static int reader_exec(reader *rd, int which)
+{
+    sqlite3_stmt *st = reader_stmt(rd, which);
+    if (st == NULL)
+        return SQLITE_ERROR;
+    int rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    return rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
+/* Walks the run's event chain from its latest event back to FromSeq inside one read
+ * transaction; consing while walking backwards yields ascending order. Returns
+ * {ok, Events}, or {error, Reason} with the transaction rolled back. */
+static ERL_NIF_TERM walk_history(ErlNifEnv *env, const store_atoms *a, reader *rd, bytes_t run,
+                                 ErlNifSInt64 from)
+{
+    ERL_NIF_TERM list = enif_make_list(env, 0);
+    sqlite3_stmt *head = reader_stmt(rd, R_HEAD), *ev = reader_stmt(rd, R_EVENT);
+    int rc = head == NULL || ev == NULL ? SQLITE_ERROR : reader_exec(rd, R_BEGIN);
+    if (rc != SQLITE_OK)
+        return conn_error(env, a, rd->c, rc);
+    ErlNifSInt64 id = 0, expect = 0;
+    rc = bind_bytes(head, 1, run);
+    if (rc == SQLITE_OK && (rc = sqlite3_step(head)) == SQLITE_ROW) {
+        id = sqlite3_column_int64(head, 0);
+        expect = sqlite3_column_int64(head, 1) - 1; /* the seq of the latest event */
+        rc = SQLITE_DONE;
+    }
+    sqlite3_reset(head);
+    if (from < 1)
+        from = 1;
+    while (rc == SQLITE_DONE && expect >= from) {
+        if (id <= 0 || (rc = sqlite3_bind_int64(ev, 1, id)) != SQLITE_OK)
+            break;
+        rc = sqlite3_step(ev);
+        if (rc != SQLITE_ROW || sqlite3_column_int64(ev, 0) != expect) {
+            sqlite3_reset(ev);
+            break;
+        }
+        list = enif_make_list_cell(env, row_term(env, a, ev, ROW_EVENT), list);
+        id = sqlite3_column_int64(ev, 4);
+        sqlite3_reset(ev);
+        expect--;
+        rc = SQLITE_DONE;
+    }
+    ERL_NIF_TERM out;
+    if (rc == SQLITE_DONE && expect < from) {
+        out = aion_ok(env, list);
+        rc = reader_exec(rd, R_COMMIT);
+        if (rc == SQLITE_OK)
+            return out;
+    }
+    out = rc == SQLITE_DONE || rc == SQLITE_ROW || rc == SQLITE_OK
+              ? enif_make_tuple2(env, a->a_error,
+                                 sqlite_reason(env, a, SQLITE_CORRUPT, "broken event chain"))
+              : conn_error(env, a, rd->c, rc);
+    if (!sqlite3_get_autocommit(rd->c))
+        (void)reader_exec(rd, R_ROLLBACK);
+    return out;
+}
+
 /* store_history(Db, RunId, FromSeq) -> {ok, [{Seq, Type, RecordedAt, Data}]} */
 ERL_NIF_TERM aion_store_history(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
 {
     bindv b[2];
+    reader *rd;
+    ERL_NIF_TERM out;
     db_res *db = get_db(env, argv[0]);
     if (db == NULL || !arg_bin(env, argv[1], &b[0]) || !arg_int(env, argv[2], &b[1]))
         return enif_make_badarg(env);
-    return cached_query(env, db, R_HISTORY, b, 2, ROW_EVENT, 0);
+    if (!read_enter(env, db, &rd, &out))
+        return out;
+    out = walk_history(env, &db->atoms, rd, b[0].b, b[1].i);
+    read_leave(db, rd);
+    return out;
 }
 
 /* store_get_run(Db, RunId) -> {ok, Run} | {error, not_found} */
