@@ -753,3 +753,56 @@ broken_event_chain_test() ->
     after
         rm_db(Path)
     end.
+
+close_racing_reads_test_() ->
+    {timeout, 60, fun() ->
+        Path = tmp_path("race"),
+        try
+            {ok, S} = aion_store:open(Path, #{}),
+            ok = new_run(S, <<"r">>),
+            {ok, _} = aion_store:append(S, [#{run_id => <<"r">>, events => [ev(N) || N <- lists:seq(2, 200)]}]),
+            Parent = self(),
+            Reads = [fun() -> aion_store:history(S, <<"r">>, 1) end,
+                     fun() -> aion_store:list(S, #{}) end,
+                     fun() -> aion_store:get_run(S, <<"r">>) end,
+                     fun() -> aion_store:checkpoint(S) end,
+                     fun() -> aion_store:append(S, [#{run_id => <<"r">>}]) end],
+            Pids = [spawn_link(fun() -> Parent ! {self(), read_until_closed(F, Parent, 0)} end)
+                    || F <- Reads, _ <- lists:seq(1, 4)],
+            %% close while every reader is in its loop
+            [receive {running, P} -> ok end || P <- Pids],
+            ok = aion_store:close(S),
+            %% every reader ran, then saw error(closed); none crashed otherwise
+            [receive {P, N} -> ?assert(N > 0) end || P <- Pids],
+            {ok, S2} = aion_store:open(Path, #{}),
+            ?assertEqual(lists:seq(1, 200), seqs(S2, <<"r">>)),
+            ok = aion_store:close(S2)
+        after
+            rm_db(Path)
+        end
+    end}.
+
+read_until_closed(F, Parent, N) ->
+    N =:= 1 andalso (Parent ! {running, self()}),
+    try F() of
+        ok -> read_until_closed(F, Parent, N + 1);
+        {ok, _} -> read_until_closed(F, Parent, N + 1)
+    catch
+        error:closed when N > 0 -> N
+    end.
+
+nif_reload_keeps_open_handles_test() ->
+    Path = tmp_path("reload"),
+    try
+        {ok, S} = aion_store:open(Path, #{}),
+        ok = new_run(S, <<"r">>),
+        true = code:soft_purge(aion_nif) orelse true,
+        {module, aion_nif} = code:load_file(aion_nif),
+        ?assertEqual({ok, [[2]]}, aion_store:append(S, [#{run_id => <<"r">>, events => [ev(2)]}])),
+        _ = code:purge(aion_nif),
+        ?assertEqual({ok, [[3]]}, aion_store:append(S, [#{run_id => <<"r">>, events => [ev(3)]}])),
+        ?assertEqual([1, 2, 3], seqs(S, <<"r">>)),
+        ok = aion_store:close(S)
+    after
+        rm_db(Path)
+    end.
