@@ -81,7 +81,15 @@ large_event_test() ->
         {ok, [[3, 4]]} = aion_store:append(S, [#{run_id => <<"big">>,
                                                  events => [{<<>>, -5, <<>>}, {<<"o">>, 0, Odd}]}]),
         ?assertEqual({ok, [{3, <<>>, -5, <<>>}, {4, <<"o">>, 0, Odd}]},
-                     aion_store:history(S, <<"big">>, 3))
+                     aion_store:history(S, <<"big">>, 3)),
+        %% big requests (parsed on a dirty scheduler): many events, many ops
+        {ok, [Seqs]} = aion_store:append(S, [#{run_id => <<"big">>, events => [ev(N) || N <- lists:seq(1, 5000)]}]),
+        ?assertEqual(lists:seq(5, 5004), Seqs),
+        Ids = [integer_to_binary(I) || I <- lists:seq(1, 1000)],
+        {ok, Created} = aion_store:append(S, [create(Id, Id) || Id <- Ids]),
+        ?assertEqual(lists:duplicate(1000, [1]), Created),
+        ?assertEqual(lists:seq(1, 5004), seqs(S, <<"big">>)),
+        ?assertError(badarg, aion_store:append(S, [#{run_id => <<"big">>, events => [ev(1) || _ <- lists:seq(1, 999)] ++ [bad]}]))
     end).
 
 range_reads_test() ->
