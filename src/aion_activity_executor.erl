@@ -19,9 +19,9 @@
 %% Recording (design.md section 2; the store's row guards settle races with a
 %% cancel or a close of the run):
 %% - success: `activity_completed' + `tasks_take';
-%% - retryable failure: `activity_failed{final = false}' + `tasks_take' and, in the
-%%   same transaction, `tasks_put' of the row with the next attempt (and the last
-%%   heartbeat details) -- written before the backoff starts;
+%% - retryable failure: `activity_failed{final = false}' + `tasks_take' (the guard)
+%%   + `tasks_put' of the row with the next attempt (and the last heartbeat
+%%   details), one op -- written before the backoff starts;
 %% - final failure: `activity_failed{final = true}' + `tasks_take'.
 %% After each commit the event is delivered with `aion_deliver:events/3'. An answer
 %% `{task_gone, _}', `closed' or `{not_found, _}' means the activity was cancelled or
@@ -243,8 +243,10 @@ settle({retryable, E}, #{task := Task, deadline := S2C} = S) ->
                     #{activity_id := Id} = Task,
                     Row = failed_row(Id, N, E, false, Now),
                     Next = aion_activity_runner:task_row(Task#{attempt => N + 1}),
-                    Ops = [op(S, #{events => [Row], tasks_take => [Id]}),
-                           op(S, #{tasks_put => [Next]})],
+                    %% Within one op the store applies takes before puts: the take
+                    %% is the guard (a cancelled activity has no row), the put
+                    %% writes the next attempt.
+                    Ops = [op(S, #{events => [Row], tasks_take => [Id], tasks_put => [Next]})],
                     commit({Ops, Row, {backoff, Backoff}}, S)
             end
     end;
