@@ -154,11 +154,9 @@ run(Ctx, RunId, Events) ->
                          exit:?STOP(_) -> stopped;
                          Class:Reason:Stack -> {exception, Class, Reason, Stack}
                      end,
-            S1 = st(),
-            case {S1#wf.stopped, Result} of
-                {false, stopped} -> ok;   % cannot happen: a stop always sets the flag
-                {false, _} -> close(Result, S1, T0);
-                _ -> ok
+            case get(?AION_RUN_KEY) of
+                #wf{stopped = false} = S1 when Result =/= stopped -> close(Result, S1, T0);
+                _ -> ok   % stopped (stuck, or closed from outside): nothing to record
             end;
         {error, Why} ->
             logger:error("aion: run ~ts of workflow ~ts cannot resume: type ~p ~p",
@@ -266,6 +264,7 @@ stuck(#{expected := Exp, got := Got, seq := Seq} = D,
     put_st(S#wf{stopped = stuck}),
     exit(?STOP(stuck)).
 
+-spec closed_from_outside(#wf{}) -> no_return().
 closed_from_outside(#wf{ctx = Ctx, run_id = RunId} = S) ->
     unregister_run(Ctx, RunId),
     put_st(S#wf{stopped = closed}),
