@@ -148,8 +148,15 @@ start_attempt(#{task := Task, deadline := S2C} = S) ->
     {Pid, Mon} = spawn_monitor(fun() -> run_attempt(Self, Info, Task) end),
     StcT = arm_after(Stc, {attempt_timeout, Ref, start_to_close}),
     HbT = arm_after(heartbeat_timeout(Task), {attempt_timeout, Ref, heartbeat}),
+    aion_telemetry:execute([aion, activity, start], #{system_time => erlang:system_time()},
+                           telemetry_meta(Task)),
     S#{phase => running,
-       attempt => #{pid => Pid, mon => Mon, ref => Ref, stc_timer => StcT, hb_timer => HbT}}.
+       attempt => #{pid => Pid, mon => Mon, ref => Ref, stc_timer => StcT, hb_timer => HbT,
+                    started => erlang:monotonic_time()}}.
+
+telemetry_meta(#{workflow_id := WfId, run_id := RunId, activity_id := ActId, name := Name,
+                 attempt := N}) ->
+    #{workflow_id => WfId, run_id => RunId, activity_id => ActId, name => Name, attempt => N}.
 
 run_attempt(Executor, #{ref := Ref} = Info, Task) ->
     ok = aion_activity:init_attempt(Executor, Info),
@@ -201,10 +208,16 @@ kill_attempt(S) ->
     S.
 
 %% Forgets the attempt (cancelling its timers) and gives its slot back.
-end_attempt(#{attempt := A, runner := Runner} = S) ->
+end_attempt(#{attempt := A, runner := Runner, task := Task} = S) ->
     case A of
-        #{stc_timer := T1, hb_timer := T2} -> cancel_timer(T1), cancel_timer(T2);
-        _ -> ok
+        #{stc_timer := T1, hb_timer := T2, started := Started} ->
+            cancel_timer(T1),
+            cancel_timer(T2),
+            aion_telemetry:execute([aion, activity, stop],
+                                   #{duration => erlang:monotonic_time() - Started},
+                                   telemetry_meta(Task));
+        _ ->
+            ok
     end,
     case Runner of
         undefined -> ok;
