@@ -105,10 +105,10 @@ check(Now, #{queue := Q, entries := E, mailbox := Mb, max := Max} = S) ->
                 {Due, Pid} when Due =< Now ->
                     Q1 = gb_sets:delete({Due, Pid}, Q),
                     #{Pid := #{epoch := Epoch, markers := Ms, backoff := B} = Entry} = E,
-                    case aion_mailbox:epoch(Mb, Pid) of
-                        Cur when Cur =:= exited; Cur > Epoch ->
+                    case confirmed(Mb, Pid, Epoch) of
+                        true ->
                             check(Now, S#{queue => Q1, entries => maps:remove(Pid, E)});
-                        _ ->
+                        false ->
                             [Pid ! M || M <- Ms],
                             B1 = min(Max, 2 * B),
                             D1 = Now + B1,
@@ -119,6 +119,15 @@ check(Now, #{queue := Q, entries := E, mailbox := Mb, max := Max} = S) ->
                 _ ->
                     S
             end
+    end.
+
+%% The target looked (its epoch moved past the delivery) or is gone. A local pid
+%% the mailbox never saw reads epoch 0 even when dead, hence the liveness check.
+confirmed(Mb, Pid, Epoch) ->
+    case aion_mailbox:epoch(Mb, Pid) of
+        exited -> true;
+        Cur when Cur > Epoch -> true;
+        _ -> node(Pid) =:= node() andalso not is_process_alive(Pid)
     end.
 
 %% Keeps one timer armed for the earliest due entry, none when nothing is pending.
