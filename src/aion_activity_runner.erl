@@ -263,7 +263,7 @@ recover(#{store := Store} = Ctx) ->
                              {S, Cache#{RunId => S}}
                      end
              end,
-    lists:foldl(
+    _ = lists:foldl(
       fun({RunId, ActId, Attempt, _, _} = Row, Cache0) ->
               {S, Cache} = Status(RunId, Cache0),
               case S of

@@ -20,10 +20,10 @@ start_link(Engine) ->
           {ok, pid()} | {error, term()}.
 start_executor(#{name := Engine} = Ctx, Task) ->
     case supervisor:start_child(aion_ctx:proc_name(Engine, activity_sup), [Ctx, Task]) of
-        {ok, Pid} -> {ok, Pid};
-        {ok, Pid, _} -> {ok, Pid};
+        {ok, Pid} when is_pid(Pid) -> {ok, Pid};
+        {ok, Pid, _} when is_pid(Pid) -> {ok, Pid};
         {error, _} = E -> E;
-        Other -> {error, Other}
+        _ -> {error, ignored}
     end.
 
 %% @private

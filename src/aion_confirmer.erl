@@ -109,7 +109,7 @@ check(Now, #{queue := Q, entries := E, mailbox := Mb, max := Max} = S) ->
                         true ->
                             check(Now, S#{queue => Q1, entries => maps:remove(Pid, E)});
                         false ->
-                            [Pid ! M || M <- Ms],
+                            _ = [Pid ! M || M <- Ms],
                             B1 = min(Max, 2 * B),
                             D1 = Now + B1,
                             check(Now, S#{queue => gb_sets:add({D1, Pid}, Q1),

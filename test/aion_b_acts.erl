@@ -5,7 +5,7 @@
 
 -export([echo/1, ok_tuple/1, flaky/3, fail/1, non_retryable/1, raise/0, hang/1,
          heartbeat_then_hang/2, heartbeat_and_report/1, report_info/1, bad_result/0,
-         counted/2, wait_release/1]).
+         counted/2, wait_release/1, nap/1]).
 
 probe(P) -> binary_to_atom(P, utf8).
 
@@ -89,3 +89,8 @@ wait_release(Probe) ->
     #{activity_id := Id} = aion_activity:info(),
     tell(Probe, {started, Id, self()}),
     receive release -> <<"released">> end.
+
+%% Works for Ms milliseconds.
+nap(Ms) ->
+    receive after Ms -> ok end,
+    <<"napped">>.

@@ -11,7 +11,8 @@
          missing_heartbeat_times_out/1, cancelled_timer_never_fires/1,
          terminate_kills_activity/1, execution_timeout/1, run_timeout/1,
          pause_holds_until_resume/1, reopen_failed_run/1, retry_stuck_run/1,
-         lifecycle_errors/1, named_activity_on_worker/1, pool_bound/1]).
+         lifecycle_errors/1, named_activity_on_worker/1, pool_bound/1,
+         terminate_races_completions/1]).
 
 -define(H, aion_b_harness).
 -define(TERMINAL, [workflow_completed, workflow_failed, workflow_cancelled,
@@ -21,7 +22,8 @@ all() ->
     [retries_backoff, non_retryable_stops_at_one, start_to_close_kills,
      missing_heartbeat_times_out, cancelled_timer_never_fires, terminate_kills_activity,
      execution_timeout, run_timeout, pause_holds_until_resume, reopen_failed_run,
-     retry_stuck_run, lifecycle_errors, named_activity_on_worker, pool_bound].
+     retry_stuck_run, lifecycle_errors, named_activity_on_worker, pool_bound,
+     terminate_races_completions].
 
 init_per_suite(Config) ->
     application:load(aion),
@@ -287,3 +289,37 @@ pool_bound(Config) ->
     [?assertEqual({ok, <<"ok">>}, await(Config, W)) || W <- Ws],
     ?assertEqual(2, atomics:get(Counter, 2)),
     persistent_term:erase({aion_b_counter, Probe}).
+
+terminate_races_completions(Config) ->
+    %% 10 workflows of 20 short parallel activities each, terminated while their
+    %% activities complete: every scheduled activity ends with exactly one terminal
+    %% event (completed, or cancelled by the terminate), the run's terminal event is
+    %% last, no task row is left behind and no attempt process survives.
+    Ws = [start(Config, #{do => fanout, n => 20}) || _ <- lists:seq(1, 10)],
+    lists:foreach(
+      fun({I, W}) ->
+              _ = ?H:wait_until(fun() -> length(of_type(Config, W, [activity_completed])) >= I end,
+                                20000),
+              case aion:terminate(W, stop, e(Config)) of
+                  ok -> ok;
+                  {error, not_running} -> ok   % it completed first
+              end
+      end, lists:zip(lists:seq(1, 10), Ws)),
+    lists:foreach(
+      fun(W) ->
+              H = history(Config, W),
+              assert_terminal_last(Config, W),
+              Sched = [Id || #{type := activity_scheduled, activity_id := Id} <- H],
+              Ends = [Id || #{type := T, activity_id := Id} <- H,
+                            T =:= activity_completed orelse T =:= activity_cancelled],
+              ?assertEqual(lists:sort(Sched), lists:sort(Ends)),
+              ?assertEqual(20, length(Sched))
+      end, Ws),
+    {ok, Tasks} = aion_store:activity_tasks(maps:get(store, ctx(Config)), all),
+    ?assertEqual([], Tasks),
+    Cancelled = length([x || W <- Ws, _ <- of_type(Config, W, [activity_cancelled])]),
+    Terminated = length([x || W <- Ws, _ <- of_type(Config, W, [workflow_terminated])]),
+    ct:pal("~p runs terminated, ~p activities cancelled", [Terminated, Cancelled]),
+    ?assert(Terminated > 0),
+    Tab = aion_ctx:proc_name(?config(engine, Config), runner),
+    ?H:wait_until(fun() -> ets:info(Tab, size) =:= 0 end, 5000).

@@ -14,6 +14,10 @@ run(#{<<"do">> := <<"cancel_timer">>}) ->
     {error, cancelled} = aion_workflow:await(T1),
     ok = aion_workflow:sleep(700),
     {ok, <<"slept">>};
+run(#{<<"do">> := <<"fanout">>, <<"n">> := N}) ->
+    Fs = [aion_workflow:start_activity({aion_b_acts, nap}, [(I * 7) rem 40], #{})
+          || I <- lists:seq(1, N)],
+    aion_workflow:wait_all(Fs);
 run(#{<<"do">> := <<"sleep">>, <<"ms">> := Ms}) ->
     ok = aion_workflow:sleep(Ms),
     {ok, <<"woke">>};
