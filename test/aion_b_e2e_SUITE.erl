@@ -12,7 +12,8 @@
          terminate_kills_activity/1, execution_timeout/1, run_timeout/1,
          pause_holds_until_resume/1, reopen_failed_run/1, retry_stuck_run/1,
          lifecycle_errors/1, named_activity_on_worker/1, pool_bound/1,
-         terminate_races_completions/1]).
+         terminate_races_completions/1, activity_redispatched_after_restart/1,
+         pause_survives_restart/1, timer_survives_restart/1]).
 
 -define(H, aion_b_harness).
 -define(TERMINAL, [workflow_completed, workflow_failed, workflow_cancelled,
@@ -23,7 +24,8 @@ all() ->
      missing_heartbeat_times_out, cancelled_timer_never_fires, terminate_kills_activity,
      execution_timeout, run_timeout, pause_holds_until_resume, reopen_failed_run,
      retry_stuck_run, lifecycle_errors, named_activity_on_worker, pool_bound,
-     terminate_races_completions].
+     terminate_races_completions, activity_redispatched_after_restart,
+     pause_survives_restart, timer_survives_restart].
 
 init_per_suite(Config) ->
     application:load(aion),
@@ -41,7 +43,9 @@ init_per_testcase(TC, Config) ->
                 pool_bound -> #{max_concurrent_activities => 2};
                 _ -> #{}
             end,
-    {ok, _} = aion_engine:start(Extra#{name => Engine, db_path => Db, synchronous => normal}),
+    EngineOpts = Extra#{name => Engine, db_path => Db, synchronous => normal},
+    {ok, _} = aion_engine:start(EngineOpts),
+    put(engine_opts, EngineOpts),
     Probe = list_to_atom("probe_" ++ atom_to_list(TC)),
     register(Probe, self()),
     ets:new(aion_b_flaky, [named_table, public]),
@@ -323,3 +327,47 @@ terminate_races_completions(Config) ->
     ?assert(Terminated > 0),
     Tab = aion_ctx:proc_name(?config(engine, Config), runner),
     ?H:wait_until(fun() -> ets:info(Tab, size) =:= 0 end, 5000).
+
+restart(Config) ->
+    Engine = ?config(engine, Config),
+    ok = aion_engine:stop(Engine),
+    {ok, _} = aion_engine:start(get(engine_opts)),
+    ok.
+
+activity_redispatched_after_restart(Config) ->
+    W = activity(Config, {aion_b_acts, hang}, [?config(probe, Config)],
+                 #{start_to_close_timeout => 60000}),
+    [{hanging, 1, P1}] = ?H:collect(hanging, 1),
+    restart(Config),
+    %% The engine's stop killed the attempt; the restart dispatches attempt 2.
+    ?assertNot(is_process_alive(P1)),
+    [{hanging, 2, P2}] = ?H:collect(hanging, 1),
+    ?assertEqual([], of_type(Config, W, [activity_failed])),
+    ok = aion:terminate(W, done, e(Config)),
+    ?assertNot(is_process_alive(P2)),
+    assert_terminal_last(Config, W).
+
+pause_survives_restart(Config) ->
+    Probe = ?config(probe, Config),
+    W = start(Config, #{do => sleep_then_activity, ms => 200, probe => Probe}),
+    ok = aion:pause(W, e(Config)),
+    _ = wait_event(Config, W, activity_scheduled),
+    restart(Config),
+    ?assertEqual(paused, status(Config, W)),
+    %% Barrier: another workflow's activity completes on the restarted engine.
+    W2 = activity(Config, {aion_b_acts, echo}, [<<"x">>], #{}),
+    ?assertEqual({ok, <<"x">>}, await(Config, W2)),
+    receive {started, _, _} -> ct:fail(started_while_paused) after 0 -> ok end,
+    ok = aion:resume(W, e(Config)),
+    [{started, _, P}] = ?H:collect(started, 1),
+    P ! release,
+    ?assertEqual({ok, <<"released">>}, await(Config, W)).
+
+timer_survives_restart(Config) ->
+    W = start(Config, #{do => sleep, ms => 400}),
+    _ = wait_event(Config, W, timer_started),
+    restart(Config),
+    ?assertEqual({ok, <<"woke">>}, await(Config, W)),
+    [#{fire_at := FireAt}] = of_type(Config, W, [timer_started]),
+    [#{recorded_at := At}] = of_type(Config, W, [timer_fired]),
+    ?assert(At >= FireAt).
