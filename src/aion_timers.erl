@@ -9,13 +9,15 @@
 %% without a restart; timers that fell due while the node was down fire at start
 %% (the first scan runs at once).
 %%
-%% Firing does not go through this server: due timers are handed, in batches, to
-%% short-lived firer processes (linked and tracked: the server's `terminate' waits
-%% for them, so no fire lands after the engine stopped), each timer in its own
-%% process so that many fires share the store's group commit. A fire appends
-%% `timer_fired{timer_id}' with `timers_take' (a cancelled timer's row is gone, so it
-%% never fires; a closed run refuses the append) and then delivers the event to the
-%% resident workflow process. Engine deadlines (`$run_timeout',
+%% Firing does not go through this server: due timers are handed, in batches of
+%% up to 500, to short-lived firer processes (linked and tracked: the server's
+%% `terminate' waits for them, so no fire lands after the engine stopped). A batch
+%% fires groups of 20 timers in parallel processes, each group as one append of one
+%% op per timer, so many fires share a transaction and the store's group commit; if
+%% the store refuses a group (all or nothing), its timers are fired one by one. A
+%% fire appends `timer_fired{timer_id}' with `timers_take' (a cancelled timer's row
+%% is gone, so it never fires; a closed run refuses the append) and then delivers
+%% the event to the resident workflow process. Engine deadlines (`$run_timeout',
 %% `$execution_timeout') call `aion_lifecycle:time_out/3' instead.
 -module(aion_timers).
 -behaviour(gen_server).
@@ -30,6 +32,7 @@
 -define(RESCAN, 10000).
 -define(SCAN_LIMIT, 50000).
 -define(BATCH, 500).
+-define(GROUP, 20).
 -define(MAX_TIMER, 16#FFFFFFFF).
 
 %% @doc Starts the timer service of engine `Engine' (registered as
@@ -276,11 +279,45 @@ schedule_tick(#{tick := Old, interval := Interval} = S, Full) ->
 %%% ===========================================================================
 
 fire_batch(Ctx, Batch) ->
+    {Engine, User} = lists:partition(fun({_, <<"$", _/binary>>, _}) -> true;
+                                        (_) -> false
+                                     end, Batch),
     Procs = [spawn_monitor(fun() -> fire(Ctx, RunId, TimerId) end)
-             || {RunId, TimerId, _} <- Batch],
+             || {RunId, TimerId, _} <- Engine]
+        ++ [spawn_monitor(fun() -> fire_group(Ctx, Group) end)
+            || Group <- groups(?GROUP, User)],
     lists:foreach(fun({Pid, Mon}) ->
                           receive {'DOWN', Mon, process, Pid, _} -> ok end
                   end, Procs).
+
+groups(_, []) -> [];
+groups(N, L) ->
+    {G, Rest} = split(N, L),
+    [G | groups(N, Rest)].
+
+%% Fires a group of timers in one append (one op per timer, one transaction):
+%% cheaper than one append each. The append is all or nothing, so on any refusal
+%% (a timer cancelled meanwhile, a run closed) each timer is fired on its own.
+fire_group(#{store := Store} = Ctx, [_, _ | _] = Group) ->
+    Now = now_ms(),
+    Rows = [{RunId, aion_event:encode_row(timer_fired, Now, #{timer_id => TimerId}), TimerId}
+            || {RunId, TimerId, _} <- Group],
+    Ops = [#{run_id => RunId, events => [Row], timers_take => [TimerId]}
+           || {RunId, Row, TimerId} <- Rows],
+    case aion_store:append(Store, Ops) of
+        {ok, Seqs} ->
+            lists:foreach(fun({{RunId, {T, At, D}, _}, [Seq]}) ->
+                                  aion_deliver:events(Ctx, RunId, [{Seq, T, At, D}])
+                          end, lists:zip(Rows, Seqs));
+        {error, _} ->
+            Procs = [spawn_monitor(fun() -> fire(Ctx, RunId, TimerId) end)
+                     || {RunId, TimerId, _} <- Group],
+            lists:foreach(fun({Pid, Mon}) ->
+                                  receive {'DOWN', Mon, process, Pid, _} -> ok end
+                          end, Procs)
+    end;
+fire_group(Ctx, [{RunId, TimerId, _}]) ->
+    fire(Ctx, RunId, TimerId).
 
 fire(Ctx, RunId, <<"$", _/binary>> = TimerId) ->
     case TimerId of

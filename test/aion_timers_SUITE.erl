@@ -6,14 +6,15 @@
 -export([all/0, init_per_testcase/2, end_per_testcase/2]).
 -export([fires_and_delivers/1, cancelled_never_fires/1, rescan_recovers_missed/1,
          beyond_horizon/1, due_while_down_fires_at_start/1, closed_run_refuses/1,
-         run_timeout_closes_run/1, rearm_replaces/1, many_timers/1]).
+         run_timeout_closes_run/1, rearm_replaces/1, many_timers/1,
+         cancelled_inside_group/1]).
 
 -define(H, aion_b_harness).
 
 all() ->
     [fires_and_delivers, cancelled_never_fires, rescan_recovers_missed, beyond_horizon,
      due_while_down_fires_at_start, closed_run_refuses, run_timeout_closes_run,
-     rearm_replaces, many_timers].
+     rearm_replaces, many_timers, cancelled_inside_group].
 
 init_per_testcase(TC, Config) ->
     Opts = case TC of
@@ -173,3 +174,29 @@ many_timers(Config) ->
     ct:pal("timer lateness ms: p50 ~p p99 ~p max ~p", [P50, P99, Max]),
     ?assert(hd(Lateness) >= 0),
     ?assert(P99 < 5000).
+
+cancelled_inside_group(Config) ->
+    %% 30 timers due together (fired in groups of one transaction each); one of them
+    %% is cancelled and one run is closed: the others still fire, those never do.
+    #{store := Store} = Ctx = ?config(ctx, Config),
+    {RunId, _} = ?H:create_run(Ctx, <<"g">>),
+    {Closed, _} = ?H:create_run(Ctx, <<"g">>),
+    FireAt = erlang:system_time(millisecond) + 300,
+    Ids = [<<"t", (integer_to_binary(I))/binary>> || I <- lists:seq(1, 30)],
+    {ok, _} = aion_store:append(Store, [#{run_id => RunId, timers_put => [{Id, FireAt} || Id <- Ids]},
+                                        #{run_id => Closed, timers_put => [{<<"c1">>, FireAt}]}]),
+    [aion_timers:arm(Ctx, RunId, Id, FireAt) || Id <- Ids],
+    aion_timers:arm(Ctx, Closed, <<"c1">>, FireAt),
+    {ok, _} = aion_store:append(Store, [#{run_id => RunId, timers_take => [<<"t7">>]}]),
+    Now = erlang:system_time(millisecond),
+    {ok, _} = aion_store:append(Store, [#{run_id => Closed,
+                                          events => [aion_event:encode_row(
+                                                       workflow_completed, Now,
+                                                       #{result => null})],
+                                          set => #{status => <<"completed">>,
+                                                   closed_at => Now}}]),
+    ?H:wait_until(fun() -> length(?H:events(Ctx, RunId, [timer_fired])) =:= 29 end, 10000),
+    ?H:wait_until(fun() -> aion_timers:armed(Ctx) =:= 0 end, 10000),
+    Fired = [T || #{timer_id := T} <- ?H:events(Ctx, RunId, [timer_fired])],
+    ?assertEqual(lists:sort(Ids -- [<<"t7">>]), lists:sort(Fired)),
+    ?assertEqual([], ?H:events(Ctx, Closed, [timer_fired])).
