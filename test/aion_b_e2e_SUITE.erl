@@ -317,7 +317,11 @@ terminate_races_completions(Config) ->
               Ends = [Id || #{type := T, activity_id := Id} <- H,
                             T =:= activity_completed orelse T =:= activity_cancelled],
               ?assertEqual(lists:sort(Sched), lists:sort(Ends)),
-              ?assertEqual(20, length(Sched))
+              %% A run terminated early may not have scheduled all of them.
+              case lists:last(H) of
+                  #{type := workflow_completed} -> ?assertEqual(20, length(Sched));
+                  #{type := workflow_terminated} -> ?assert(length(Sched) =< 20)
+              end
       end, Ws),
     {ok, Tasks} = aion_store:activity_tasks(maps:get(store, ctx(Config)), all),
     ?assertEqual([], Tasks),
