@@ -50,6 +50,8 @@ cancel_async(Pid) ->
     Pid ! aion_cancel,
     ok.
 
+-type state() :: map().
+
 %%% ===========================================================================
 %%% gen_server
 %%% ===========================================================================
@@ -62,6 +64,8 @@ cancel_async(Pid) ->
 %%   deadline          schedule-to-close deadline (ms since epoch) | infinity
 %%   timer             backoff / commit-retry timer reference
 %% @private
+-spec init({aion_ctx:ctx(), aion_activity_runner:task()}) ->
+          {ok, state(), {continue, acquire}}.
 init({Ctx, #{scheduled_at := At, options := Opts} = Task}) ->
     process_flag(trap_exit, true),
     Deadline = add(At, maps:get(schedule_to_close_timeout, Opts)),
@@ -71,19 +75,23 @@ init({Ctx, #{scheduled_at := At, options := Opts} = Task}) ->
      {continue, acquire}}.
 
 %% @private
+-spec handle_continue(acquire, state()) -> {noreply, state()}.
 handle_continue(acquire, #{ctx := Ctx, task := #{run_id := RunId}} = S) ->
     ok = aion_activity_runner:acquire(Ctx, RunId),
     {noreply, S#{phase => waiting}}.
 
 %% @private
+-spec handle_call(term(), gen_server:from(), state()) -> {reply, term(), state()}.
 handle_call(_Req, _From, S) ->
     {reply, {error, unknown_call}, S}.
 
 %% @private
+-spec handle_cast(term(), state()) -> {noreply, state()}.
 handle_cast(_Msg, S) ->
     {noreply, S}.
 
 %% @private
+-spec handle_info(term(), state()) -> {noreply, state()} | {stop, term(), state()}.
 handle_info({aion_slot, Runner}, #{phase := waiting} = S) ->
     case passed(S) of
         true -> deadline(schedule_to_close, S#{runner => Runner});
@@ -128,6 +136,7 @@ handle_info(_Msg, S) ->
     {noreply, S}.
 
 %% @private
+-spec terminate(term(), state()) -> ok.
 terminate(_Reason, S) ->
     _ = kill_attempt(S),
     ok.

@@ -47,6 +47,8 @@
 
 -define(DEFAULT_MAX, 1000).
 
+-type state() :: map().
+
 %%% ===========================================================================
 %%% Task format
 %%% ===========================================================================
@@ -320,6 +322,7 @@ table(#{name := Name}) -> aion_ctx:proc_name(Name, runner).
 %%   paused    #{RunId => true}
 %%   mons      #{Pid => Key}: registered executors
 %% @private
+-spec init(atom()) -> {ok, state()}.
 init(Engine) ->
     Ctx = aion_ctx:get(Engine),
     Tab = ets:new(table(Ctx), [named_table, ordered_set, protected, {read_concurrency, true}]),
@@ -333,6 +336,7 @@ init(Engine) ->
            waiting => #{}, held => #{}, paused => Paused, mons => #{}}}.
 
 %% @private
+-spec handle_call(term(), gen_server:from(), state()) -> {reply, term(), state()}.
 handle_call({dispatch, #{run_id := RunId, activity_id := ActId} = Task}, _From,
             #{ctx := Ctx, tab := Tab, mons := Mons} = S) ->
     Key = {RunId, ActId},
@@ -367,6 +371,7 @@ handle_call(_Req, _From, S) ->
     {reply, {error, unknown_call}, S}.
 
 %% @private
+-spec handle_cast(term(), state()) -> {noreply, state()}.
 handle_cast({acquire, Pid, RunId}, #{queue := Q, waiting := W} = S) ->
     {noreply, fill(S#{queue => queue:in({Pid, RunId}, Q), waiting => W#{Pid => RunId}})};
 handle_cast({release, Pid}, #{busy := B} = S) ->
@@ -377,6 +382,7 @@ handle_cast(_Msg, S) ->
     {noreply, S}.
 
 %% @private
+-spec handle_info(term(), state()) -> {noreply, state()}.
 handle_info({'DOWN', _, process, Pid, _}, #{tab := Tab, mons := Mons, busy := B,
                                              waiting := W} = S) ->
     case Mons of
@@ -389,6 +395,7 @@ handle_info(_Msg, S) ->
     {noreply, S}.
 
 %% @private
+-spec terminate(term(), state()) -> ok.
 terminate(_Reason, _S) ->
     ok.
 

@@ -27,6 +27,7 @@ start_executor(#{name := Engine} = Ctx, Task) ->
     end.
 
 %% @private
+-spec init([]) -> {ok, {supervisor:sup_flags(), [supervisor:child_spec()]}}.
 init([]) ->
     {ok, {#{strategy => simple_one_for_one, intensity => 0, period => 1},
           [#{id => aion_activity_executor,

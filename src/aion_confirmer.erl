@@ -39,6 +39,8 @@ watch(#{name := Name}, Pid, Epoch, Marker) when is_pid(Pid), is_integer(Epoch), 
 pending(#{name := Name}) ->
     gen_server:call(aion_ctx:proc_name(Name, confirmer), pending, infinity).
 
+-type state() :: map().
+
 %%% ===========================================================================
 %%% gen_server
 %%% ===========================================================================
@@ -48,6 +50,7 @@ pending(#{name := Name}) ->
 %%   queue    gb_set of {Due, Pid} (one per entry)
 %%   timer    undefined | {TRef, Due}
 %% @private
+-spec init(atom()) -> {ok, state()}.
 init(Engine) ->
     #{mailbox := Mb} = Ctx = aion_ctx:get(Engine),
     Opts = maps:get(opts, Ctx, #{}),
@@ -57,12 +60,14 @@ init(Engine) ->
            entries => #{}, queue => gb_sets:new(), timer => undefined}}.
 
 %% @private
+-spec handle_call(term(), gen_server:from(), state()) -> {reply, term(), state()}.
 handle_call(pending, _From, #{entries := E} = S) ->
     {reply, map_size(E), S};
 handle_call(_Req, _From, S) ->
     {reply, {error, unknown_call}, S}.
 
 %% @private
+-spec handle_cast(term(), state()) -> {noreply, state()}.
 handle_cast({watch, Pid, Epoch, Marker}, #{entries := E, queue := Q, initial := I} = S) ->
     Due = now_ms() + I,
     S1 = case E of
@@ -83,6 +88,7 @@ handle_cast(_Msg, S) ->
     {noreply, S}.
 
 %% @private
+-spec handle_info(term(), state()) -> {noreply, state()}.
 handle_info(tick, S) ->
     {noreply, arm(check(now_ms(), S#{timer => undefined}))};
 handle_info(_Msg, S) ->

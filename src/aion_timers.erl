@@ -74,6 +74,8 @@ armed(Ctx) ->
 
 server(#{name := Name}) -> aion_ctx:proc_name(Name, timers).
 
+-type state() :: map().
+
 %%% ===========================================================================
 %%% gen_server
 %%% ===========================================================================
@@ -90,6 +92,7 @@ server(#{name := Name}) -> aion_ctx:proc_name(Name, timers).
 %% garbage, so 100,000 timers falling due together leave this server in well under
 %% a second, a batch at a time.
 %% @private
+-spec init(atom()) -> {ok, state(), {continue, scan}}.
 init(Engine) ->
     process_flag(trap_exit, true),
     Ctx = aion_ctx:get(Engine),
@@ -106,16 +109,19 @@ init(Engine) ->
     {ok, S, {continue, scan}}.
 
 %% @private
+-spec handle_continue(scan, state()) -> {noreply, state()}.
 handle_continue(scan, S) ->
     {noreply, start_scan(S)}.
 
 %% @private
+-spec handle_call(term(), gen_server:from(), state()) -> {reply, term(), state()}.
 handle_call(armed, _From, #{armed := A, inflight := I} = S) ->
     {reply, ets:info(A, size) + ets:info(I, size), S};
 handle_call(_Req, _From, S) ->
     {reply, {error, unknown_call}, S}.
 
 %% @private
+-spec handle_cast(term(), state()) -> {noreply, state()}.
 handle_cast({arm, RunId, TimerId, FireAt}, #{horizon := H} = S) ->
     case FireAt =< now_ms() + H of
         true -> insert(RunId, TimerId, FireAt, S);
@@ -135,6 +141,7 @@ handle_cast(_Msg, S) ->
     {noreply, S}.
 
 %% @private
+-spec handle_info(term(), state()) -> {noreply, state()}.
 handle_info(wake, S) ->
     {noreply, reschedule(fire_due(S#{wake => undefined}))};
 handle_info(tick, S) ->
@@ -160,6 +167,7 @@ handle_info(_Msg, S) ->
 
 %% @private
 %% Waits for the firers (and the scanner): no fire may land after the engine stopped.
+-spec terminate(term(), state()) -> ok.
 terminate(_Reason, #{firers := F, scanner := Scanner}) ->
     Pids = maps:keys(F) ++ [Scanner || is_pid(Scanner)],
     lists:foreach(fun(Pid) -> receive {'EXIT', Pid, _} -> ok end end, Pids).

@@ -101,11 +101,14 @@ pick(Ref, Group, []) ->
 flush_pg(Ref) ->
     receive {Ref, _, _, _} -> flush_pg(Ref) after 0 -> ok end.
 
+-type state() :: map().
+
 %%% ===========================================================================
 %%% gen_server
 %%% ===========================================================================
 
 %% @private
+-spec init(map()) -> {ok, state()}.
 init(#{task_queue := Q, activities := Acts} = Opts) ->
     process_flag(trap_exit, true),
     ok = pg:join(?SCOPE, {?MODULE, Q}, self()),
@@ -113,6 +116,8 @@ init(#{task_queue := Q, activities := Acts} = Opts) ->
            running => #{}, queue => queue:new()}}.
 
 %% @private
+-spec handle_call(term(), gen_server:from(), state()) ->
+          {reply, term(), state()} | {noreply, state()}.
 handle_call({run, Name, Args, Info, Caller, Tag}, From, #{acts := Acts} = S) ->
     case Acts of
         #{Name := MF} ->
@@ -125,16 +130,19 @@ handle_call(_Req, _From, S) ->
     {reply, {error, unknown_call}, S}.
 
 %% @private
+-spec handle_cast(term(), state()) -> {noreply, state()}.
 handle_cast(_Msg, S) ->
     {noreply, S}.
 
 %% @private
+-spec handle_info(term(), state()) -> {noreply, state()}.
 handle_info({'DOWN', _, process, Pid, _}, #{running := R} = S) ->
     {noreply, fill(S#{running => maps:remove(Pid, R)})};
 handle_info(_Msg, S) ->
     {noreply, S}.
 
 %% @private
+-spec terminate(term(), state()) -> ok.
 terminate(_Reason, #{running := R}) ->
     [exit(Pid, kill) || Pid <- maps:keys(R)],
     ok.
