@@ -13,7 +13,7 @@
          pause_holds_until_resume/1, reopen_failed_run/1, retry_stuck_run/1,
          lifecycle_errors/1, named_activity_on_worker/1, pool_bound/1,
          terminate_races_completions/1, activity_redispatched_after_restart/1,
-         pause_survives_restart/1, timer_survives_restart/1]).
+         pause_survives_restart/1, timer_survives_restart/1, terminate_busy_workflow/1]).
 
 -define(H, aion_b_harness).
 -define(TERMINAL, [workflow_completed, workflow_failed, workflow_cancelled,
@@ -25,7 +25,7 @@ all() ->
      execution_timeout, run_timeout, pause_holds_until_resume, reopen_failed_run,
      retry_stuck_run, lifecycle_errors, named_activity_on_worker, pool_bound,
      terminate_races_completions, activity_redispatched_after_restart,
-     pause_survives_restart, timer_survives_restart].
+     pause_survives_restart, timer_survives_restart, terminate_busy_workflow].
 
 init_per_suite(Config) ->
     application:load(aion),
@@ -375,3 +375,15 @@ timer_survives_restart(Config) ->
     [#{fire_at := FireAt}] = of_type(Config, W, [timer_started]),
     [#{recorded_at := At}] = of_type(Config, W, [timer_fired]),
     ?assert(At >= FireAt).
+
+terminate_busy_workflow(Config) ->
+    %% A workflow that appends without pause cannot keep its termination out.
+    W = start(Config, #{do => busy}),
+    _ = ?H:wait_until(fun() -> length(history(Config, W)) > 50 end, 10000),
+    ok = aion:terminate(W, enough, e(Config)),
+    ?assertEqual({error, {terminated, enough}}, await(Config, W)),
+    assert_terminal_last(Config, W),
+    Len = length(history(Config, W)),
+    {ok, #{run_id := RunId}} = aion:describe(W, e(Config)),
+    ?assertEqual([], ets:lookup(maps:get(runs, ctx(Config)), RunId)),
+    ?assertEqual(Len, length(history(Config, W))).

@@ -18,6 +18,8 @@ run(#{<<"do">> := <<"fanout">>, <<"n">> := N}) ->
     Fs = [aion_workflow:start_activity({aion_b_acts, nap}, [(I * 7) rem 40], #{})
           || I <- lists:seq(1, N)],
     aion_workflow:wait_all(Fs);
+run(#{<<"do">> := <<"busy">>}) ->
+    busy(0);
 run(#{<<"do">> := <<"sleep">>, <<"ms">> := Ms}) ->
     ok = aion_workflow:sleep(Ms),
     {ok, <<"woke">>};
@@ -33,3 +35,8 @@ opts(M) ->
                       Acc#{non_retryable_errors => [binary_to_atom(E) || E <- V]};
                  (K, V, Acc) -> Acc#{binary_to_atom(K) => V}
               end, #{}, M).
+
+%% Records side effects without pause.
+busy(N) ->
+    _ = aion_workflow:side_effect(fun() -> N end),
+    busy(N + 1).
