@@ -30,7 +30,7 @@
 #define SCHEMA_VERSION  1
 #define MAX_BATCH       4096 /* requests per group-commit transaction */
 #define READER_POOL_MAX 8    /* idle reader connections kept per database */
-#define CKPT_WAL_PAGES  4000 /* WAL size (pages) that wakes the checkpoint thread */
+#define CKPT_WAL_PAGES  8192 /* WAL size (pages) that wakes the checkpoint thread */
 #define REQ_INLINE      1024 /* bytes of a request's parse arena held inline */
 #define WAL_SIZE_LIMIT  "67108864" /* journal_size_limit: WAL truncated to this on reset */
 
@@ -73,7 +73,7 @@ static const char SCHEMA_DDL[] =
     "CREATE INDEX IF NOT EXISTS runs_started ON runs (started_at, run_id);"
     "CREATE TABLE IF NOT EXISTS events (run_id TEXT NOT NULL, seq INTEGER NOT NULL,"
     " type TEXT NOT NULL, recorded_at INTEGER NOT NULL, data TEXT NOT NULL,"
-    " PRIMARY KEY (run_id, seq)) WITHOUT ROWID;"
+    " PRIMARY KEY (run_id, seq));"
     "CREATE TABLE IF NOT EXISTS timers (run_id TEXT NOT NULL, timer_id TEXT NOT NULL,"
     " fire_at INTEGER NOT NULL, PRIMARY KEY (run_id, timer_id)) WITHOUT ROWID;"
     "CREATE INDEX IF NOT EXISTS timers_fire_at ON timers (fire_at);"
@@ -91,7 +91,7 @@ static const char SCHEMA_DDL[] =
 
 enum {
     W_BEGIN, W_COMMIT, W_ROLLBACK, W_SAVEPOINT, W_RELEASE, W_ROLLBACK_TO, W_RUN_GET,
-    W_WF_OPEN, W_WF_LATEST, W_RUN_INSERT, W_EV_INSERT, W_RUN_UPDATE, W_TIMER_PUT,
+    W_WF_OPEN, W_WF_LATEST, W_RUN_INSERT, W_EV_INSERT, W_RUN_SEQ, W_RUN_UPDATE, W_TIMER_PUT,
     W_TIMER_DEL, W_TIMERS_CLEAR, W_TASK_PUT, W_TASK_DEL, W_TASKS_CLEAR, W_COUNT
 };
 
@@ -113,6 +113,7 @@ static const char *const W_SQL[W_COUNT] = {
                      " (SELECT coalesce(max(create_seq), 0) + 1 FROM runs))",
     [W_EV_INSERT] = "INSERT INTO events (run_id, seq, type, recorded_at, data)"
                     " VALUES (?1, ?2, ?3, ?4, ?5)",
+    [W_RUN_SEQ] = "UPDATE runs SET next_seq = ?2 WHERE run_id = ?1",
     [W_RUN_UPDATE] = "UPDATE runs SET next_seq = ?2,"
                      " status = CASE WHEN ?3 THEN ?4 ELSE status END,"
                      " closed_at = CASE WHEN ?5 THEN ?6 ELSE closed_at END,"
@@ -217,7 +218,7 @@ typedef struct req {
     ErlNifPid pid;
     ERL_NIF_TERM tag;
     ERL_NIF_TERM reason; /* the error reason when !ok */
-    int ok;
+    int ok, sql_failed;
     op_in *ops;
     unsigned n_ops;
     chunk *extra;
@@ -277,18 +278,21 @@ typedef struct {
 
     ErlNifMutex *mu;      /* guards state, queue, active, pool */
     ErlNifCond *q_cv;     /* the writer waits for requests or close */
+    ErlNifCond *r_cv;     /* the reply thread waits for committed requests */
     ErlNifCond *idle_cv;  /* close waits for reads to end; a 2nd close for the 1st */
     db_state state;
-    req_t *q_head, *q_tail;
+    req_t *q_head, *q_tail; /* queued for the writer */
     unsigned q_len;
+    req_t *r_head, *r_tail; /* committed (or failed), waiting for their replies */
+    int writer_done;
     unsigned active; /* reads and checkpoints in progress */
     reader *pool;
     unsigned pool_n;
 
     sqlite3 *w; /* writer connection: only the writer thread uses it once open */
     sqlite3_stmt *wst[W_COUNT];
-    int writer_started;
-    ErlNifTid writer_tid;
+    int writer_started, reply_started;
+    ErlNifTid writer_tid, reply_tid;
     int err_code; /* the writer's last SQLite failure */
     char err_msg[256];
 
@@ -679,6 +683,7 @@ static int fail_sql(db_res *db, req_t *r, sqlite3_stmt *st, int rc)
     if (st)
         sqlite3_reset(st);
     r->reason = last_err_reason(db, r->env);
+    r->sql_failed = 1;
     return -1;
 }
 
@@ -785,12 +790,11 @@ static int apply_op(db_res *db, req_t *r, op_in *op)
     }
     sqlite3_reset(st);
 
+    /* Every check comes before the op's first write (see batch_apply). */
     if (op->has_create) {
         if (exists)
             return fail_reason(r, enif_make_tuple2(r->env, a->a_already_exists,
                                                    make_bin(r->env, op->run_id.p, op->run_id.n)));
-        if (create_run(db, r, op) != 0)
-            return -1;
         next = 1;
     } else if (!exists) {
         return fail_reason(r, enif_make_tuple2(r->env, a->a_not_found,
@@ -802,6 +806,8 @@ static int apply_op(db_res *db, req_t *r, op_in *op)
         return fail_reason(r, enif_make_tuple3(r->env, a->a_sequence_conflict,
                                                enif_make_int64(r->env, op->expected),
                                                enif_make_int64(r->env, next)));
+    if (op->has_create && create_run(db, r, op) != 0)
+        return -1;
     op->first_seq = next;
 
     if (op->n_ev > 0) {
@@ -856,7 +862,13 @@ static int apply_op(db_res *db, req_t *r, op_in *op)
         }
     }
 
-    if (op->n_ev > 0 || op->has_set) {
+    if (op->n_ev > 0 && !op->has_set) { /* touches no index of runs */
+        st = db->wst[W_RUN_SEQ];
+        BIND(bind_bytes(st, 1, op->run_id));
+        BIND(sqlite3_bind_int64(st, 2, next + (ErlNifSInt64)op->n_ev));
+        if (step_done(db, r, st) != 0)
+            return -1;
+    } else if (op->has_set) {
         st = db->wst[W_RUN_UPDATE];
         BIND(bind_bytes(st, 1, op->run_id));
         BIND(sqlite3_bind_int64(st, 2, next + (ErlNifSInt64)op->n_ev));
@@ -913,13 +925,26 @@ static ERL_NIF_TERM ok_reply(const store_atoms *a, req_t *r)
     return enif_make_tuple2(r->env, a->a_ok, lists);
 }
 
-static void process_batch(db_res *db, req_t *batch)
+/* A request whose every failure but an SQLite one comes before its first write (one
+ * op without takes, see apply_op) runs without a savepoint: a logical failure left
+ * nothing to undo. */
+static int req_simple(const req_t *r)
 {
-    const store_atoms *a = &db->atoms;
+    return r->n_ops == 1 && r->ops[0].n_ttake == 0 && r->ops[0].n_ktake == 0;
+}
+
+/* Applies a batch in one transaction and commits it; a request that fails is
+ * rolled back alone (savepoint) and keeps its reason. With safe = 0, simple requests
+ * skip the savepoint; if one of them fails inside SQLite (it may have written part
+ * of itself), the transaction is rolled back and -1 returned: the caller re-runs the
+ * batch with safe = 1. Nothing of the batch is committed before the final COMMIT. */
+static int batch_apply(db_res *db, req_t *batch, int safe)
+{
     req_t *txn_first = batch;
     int in_txn = 0;
     for (req_t *r = batch; r != NULL; r = r->next) {
         r->ok = 0;
+        r->sql_failed = 0;
         if (!in_txn) {
             if (wexec(db, W_BEGIN) != SQLITE_OK) {
                 r->reason = last_err_reason(db, r->env);
@@ -928,14 +953,21 @@ static void process_batch(db_res *db, req_t *batch)
             in_txn = 1;
             txn_first = r;
         }
-        if (wexec(db, W_SAVEPOINT) != SQLITE_OK) {
+        int sp = safe || !req_simple(r);
+        if (sp && wexec(db, W_SAVEPOINT) != SQLITE_OK) {
             r->reason = last_err_reason(db, r->env);
         } else {
             int failed = 0;
             for (unsigned i = 0; i < r->n_ops && !failed; i++)
                 failed = apply_op(db, r, &r->ops[i]) != 0;
-            if (!failed && wexec(db, W_RELEASE) == SQLITE_OK) {
+            if (!failed && (!sp || wexec(db, W_RELEASE) == SQLITE_OK)) {
                 r->ok = 1;
+            } else if (!sp) { /* failed without a savepoint */
+                if (r->sql_failed) {
+                    if (!sqlite3_get_autocommit(db->w))
+                        (void)wexec(db, W_ROLLBACK);
+                    return -1;
+                }
             } else {
                 if (!failed)
                     r->reason = last_err_reason(db, r->env);
@@ -956,41 +988,82 @@ static void process_batch(db_res *db, req_t *batch)
             (void)wexec(db, W_ROLLBACK);
         fail_committed(db, txn_first, NULL);
     }
-    /* Record, then acknowledge: replies go out only after COMMIT returned. */
-    while (batch != NULL) {
-        req_t *r = batch;
-        batch = r->next;
+    return 0;
+}
+
+/* Sends each request its reply and frees it. Runs on the reply thread. */
+static void send_replies(db_res *db, req_t *list)
+{
+    const store_atoms *a = &db->atoms;
+    while (list != NULL) {
+        req_t *r = list;
+        list = r->next;
         ERL_NIF_TERM reply = r->ok ? ok_reply(a, r) : enif_make_tuple2(r->env, a->a_error, r->reason);
         (void)enif_send(NULL, &r->pid, r->env, enif_make_tuple2(r->env, r->tag, reply));
         req_free(r);
     }
 }
 
+/* The writer: takes everything queued (up to MAX_BATCH), applies and commits it,
+ * and hands the committed batch to the reply thread when it takes the next one
+ * (record, then acknowledge; the writer never waits for the replies). */
 static void *writer_main(void *arg)
 {
     db_res *db = arg;
+    req_t *done = NULL, *done_tail = NULL;
     for (;;) {
         enif_mutex_lock(db->mu);
+        if (done != NULL) {
+            if (db->r_tail)
+                db->r_tail->next = done;
+            else
+                db->r_head = done;
+            db->r_tail = done_tail;
+            enif_cond_signal(db->r_cv);
+            done = NULL;
+        }
         while (db->q_head == NULL && db->state == ST_OPEN)
             enif_cond_wait(db->q_cv, db->mu);
         req_t *batch = db->q_head;
         if (batch == NULL) { /* closing and drained */
+            db->writer_done = 1;
+            enif_cond_signal(db->r_cv);
             enif_mutex_unlock(db->mu);
             break;
         }
         if (db->q_len <= MAX_BATCH) {
+            done_tail = db->q_tail;
             db->q_head = db->q_tail = NULL;
             db->q_len = 0;
         } else {
-            req_t *last = batch;
+            done_tail = batch;
             for (unsigned i = 1; i < MAX_BATCH; i++)
-                last = last->next;
-            db->q_head = last->next;
+                done_tail = done_tail->next;
+            db->q_head = done_tail->next;
             db->q_len -= MAX_BATCH;
-            last->next = NULL;
+            done_tail->next = NULL;
         }
         enif_mutex_unlock(db->mu);
-        process_batch(db, batch);
+        if (batch_apply(db, batch, 0) != 0)
+            (void)batch_apply(db, batch, 1);
+        done = batch;
+    }
+    return NULL;
+}
+
+static void *reply_main(void *arg)
+{
+    db_res *db = arg;
+    for (;;) {
+        enif_mutex_lock(db->mu);
+        while (db->r_head == NULL && !db->writer_done)
+            enif_cond_wait(db->r_cv, db->mu);
+        req_t *list = db->r_head;
+        db->r_head = db->r_tail = NULL;
+        enif_mutex_unlock(db->mu);
+        if (list == NULL) /* the writer stopped and every reply went out */
+            break;
+        send_replies(db, list);
     }
     return NULL;
 }
@@ -1109,6 +1182,15 @@ static void db_stop_threads(db_res *db)
     if (db->writer_started) { /* state is ST_CLOSING: the writer drains and exits */
         enif_thread_join(db->writer_tid, NULL);
         db->writer_started = 0;
+    } else {
+        enif_mutex_lock(db->mu);
+        db->writer_done = 1;
+        enif_cond_signal(db->r_cv);
+        enif_mutex_unlock(db->mu);
+    }
+    if (db->reply_started) { /* it exits once the writer is done and all replies went */
+        enif_thread_join(db->reply_tid, NULL);
+        db->reply_started = 0;
     }
     if (db->ck_started) {
         pthread_mutex_lock(&db->ck_mu);
@@ -1161,6 +1243,8 @@ static void db_dtor(ErlNifEnv *env, void *obj)
     }
     if (db->idle_cv)
         enif_cond_destroy(db->idle_cv);
+    if (db->r_cv)
+        enif_cond_destroy(db->r_cv);
     if (db->q_cv)
         enif_cond_destroy(db->q_cv);
     if (db->mu)
@@ -1174,7 +1258,8 @@ static int sync_init(db_res *db)
     db->mu = enif_mutex_create("aion_store_db");
     db->q_cv = enif_cond_create("aion_store_queue");
     db->idle_cv = enif_cond_create("aion_store_idle");
-    if (db->mu == NULL || db->q_cv == NULL || db->idle_cv == NULL)
+    db->r_cv = enif_cond_create("aion_store_reply");
+    if (db->mu == NULL || db->q_cv == NULL || db->idle_cv == NULL || db->r_cv == NULL)
         return 0;
     pthread_condattr_t ca;
     if (pthread_condattr_init(&ca) != 0)
@@ -1350,9 +1435,13 @@ ERL_NIF_TERM aion_store_open(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]
         enif_release_resource(db);
         return err;
     }
-    db->state = ST_OPEN;
+    db->state = ST_OPEN; /* from here the destructor stops whatever thread started */
+    if (enif_thread_create("aion_store_reply", &db->reply_tid, reply_main, db, NULL) != 0) {
+        enif_release_resource(db);
+        return enif_raise_exception(env, a->a_enomem);
+    }
+    db->reply_started = 1;
     if (enif_thread_create("aion_store_writer", &db->writer_tid, writer_main, db, NULL) != 0) {
-        db->state = ST_CLOSED;
         enif_release_resource(db);
         return enif_raise_exception(env, a->a_enomem);
     }

@@ -31,6 +31,11 @@ CREATE INDEX IF NOT EXISTS runs_status   ON runs (status, started_at, run_id);
 CREATE INDEX IF NOT EXISTS runs_started  ON runs (started_at, run_id);
 
 -- The append-only history: seqs per run are contiguous from 1.
+-- A rowid table (rows in commit order) with the (run_id, seq) primary key as its
+-- index, not WITHOUT ROWID: a group commit touching N runs then dirties one table
+-- page per ~15 events plus N small index pages, where a run-clustered WITHOUT ROWID
+-- table dirties N full leaf pages and splits them often (measured: 4x fewer WAL bytes,
+-- ~4x more events/s at 256 concurrent runs; see bench/RESULTS.md).
 CREATE TABLE IF NOT EXISTS events (
   run_id      TEXT    NOT NULL,
   seq         INTEGER NOT NULL,
@@ -38,7 +43,7 @@ CREATE TABLE IF NOT EXISTS events (
   recorded_at INTEGER NOT NULL,
   data        TEXT    NOT NULL,
   PRIMARY KEY (run_id, seq)
-) WITHOUT ROWID;
+);
 
 -- Durable timers that have not fired or been cancelled yet.
 CREATE TABLE IF NOT EXISTS timers (
