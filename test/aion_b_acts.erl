@@ -5,7 +5,8 @@
 
 -export([echo/1, ok_tuple/1, flaky/3, fail/1, non_retryable/1, raise/0, hang/1,
          heartbeat_then_hang/2, heartbeat_and_report/1, report_info/1, bad_result/0,
-         counted/2, wait_release/1, nap/1]).
+         counted/2, wait_release/1, nap/1, where/0,
+         start_worker_forever/2]).
 
 probe(P) -> binary_to_atom(P, utf8).
 
@@ -94,3 +95,20 @@ wait_release(Probe) ->
 nap(Ms) ->
     receive after Ms -> ok end,
     <<"napped">>.
+
+%% The node the activity runs on, and its heartbeat reaches the executor.
+where() ->
+    ok = aion_activity:heartbeat(<<"remote">>),
+    #{heartbeat_details := <<"remote">>} = aion_activity:info(),
+    atom_to_binary(node()).
+
+%% Starts a worker owned by a process that lives on (for peer:call, whose calling
+%% process is temporary). Returns the worker pid.
+start_worker_forever(Queue, Acts) ->
+    Parent = self(),
+    spawn(fun() ->
+                  {ok, W} = aion_worker:start_link(#{task_queue => Queue, activities => Acts}),
+                  Parent ! {worker, W},
+                  receive stop -> ok end
+          end),
+    receive {worker, W} -> W end.

@@ -8,6 +8,9 @@ run(#{<<"do">> := <<"activity">>, <<"name">> := [M, F], <<"args">> := Args} = In
     aion_workflow:execute_activity({binary_to_atom(M), binary_to_atom(F)}, Args, Opts);
 run(#{<<"do">> := <<"named">>, <<"name">> := Name, <<"queue">> := Q, <<"args">> := Args}) ->
     aion_workflow:execute_activity(Name, Args, #{task_queue => Q});
+run(#{<<"do">> := <<"named_opts">>, <<"name">> := Name, <<"queue">> := Q, <<"args">> := Args,
+       <<"opts">> := Opts}) ->
+    aion_workflow:execute_activity(Name, Args, (opts(Opts))#{task_queue => Q});
 run(#{<<"do">> := <<"cancel_timer">>}) ->
     T1 = aion_workflow:start_timer(300),
     ok = aion_workflow:cancel(T1),
