@@ -5,9 +5,10 @@
 %%
 %% Each attempt runs in a spawned, monitored process (linked to nobody) whose
 %% process dictionary holds the `aion_activity' context. Before every attempt the
-%% executor asks the runner for a slot (`aion_activity_runner:acquire/2'), so the
+%% executor asks the runner for a slot (`aion_activity_runner:acquire/3'), so the
 %% pool bound and pauses apply to retries too; the slot is given back when the
-%% attempt ends.
+%% attempt ends. Named activities (run by `aion_worker's) take no slot of this
+%% node's pool, but are held by pauses all the same.
 %%
 %% Timeouts: `start_to_close_timeout' (from the attempt's start) and
 %% `heartbeat_timeout' (from the start or the last heartbeat) kill the attempt and
@@ -77,7 +78,7 @@ init({Ctx, #{scheduled_at := At, options := Opts} = Task}) ->
 %% @private
 -spec handle_continue(acquire, state()) -> {noreply, state()}.
 handle_continue(acquire, #{ctx := Ctx, task := #{run_id := RunId}} = S) ->
-    ok = aion_activity_runner:acquire(Ctx, RunId),
+    ok = aion_activity_runner:acquire(Ctx, RunId, bounded(S)),
     {noreply, S#{phase => waiting}}.
 
 %% @private
@@ -125,7 +126,7 @@ handle_info(aion_backoff_done, #{phase := backoff, task := #{run_id := RunId}, c
         true ->
             deadline(schedule_to_close, S#{timer => undefined});
         false ->
-            ok = aion_activity_runner:acquire(Ctx, RunId),
+            ok = aion_activity_runner:acquire(Ctx, RunId, bounded(S)),
             {noreply, S#{phase => waiting, timer => undefined}}
     end;
 handle_info({aion_commit_retry, Pending}, #{phase := committing} = S) ->
@@ -183,6 +184,9 @@ call(#{mf := undefined, name := Name, args := Args, options := #{task_queue := Q
     aion_worker:execute(Q, Name, Args).
 
 heartbeat_timeout(#{options := #{heartbeat_timeout := Hb}}) -> Hb.
+
+%% `{M, F}' activities run in this node's pool; named ones on task-queue workers.
+bounded(#{task := #{mf := MF}}) -> MF =/= undefined.
 
 classify({returned, V}, #{task := #{options := #{retry := R}}}) ->
     aion_retry:classify(R, {returned, V});

@@ -11,6 +11,10 @@ run(#{<<"do">> := <<"named">>, <<"name">> := Name, <<"queue">> := Q, <<"args">> 
 run(#{<<"do">> := <<"named_opts">>, <<"name">> := Name, <<"queue">> := Q, <<"args">> := Args,
        <<"opts">> := Opts}) ->
     aion_workflow:execute_activity(Name, Args, (opts(Opts))#{task_queue => Q});
+run(#{<<"do">> := <<"sleep_then_named">>, <<"ms">> := Ms, <<"name">> := Name,
+       <<"queue">> := Q, <<"args">> := Args}) ->
+    ok = aion_workflow:sleep(Ms),
+    aion_workflow:execute_activity(Name, Args, #{task_queue => Q});
 run(#{<<"do">> := <<"cancel_timer">>}) ->
     T1 = aion_workflow:start_timer(300),
     ok = aion_workflow:cancel(T1),

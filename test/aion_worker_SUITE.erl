@@ -7,14 +7,16 @@
          end_per_testcase/2]).
 -export([runs_on_worker/1, waits_for_a_worker/1, unknown_activity_is_retryable/1,
          worker_concurrency_bound/1, timeout_kills_worker_attempt/1, worker_dies_mid_attempt/1,
-         bad_options/1, worker_on_another_node/1]).
+         bad_options/1, worker_on_another_node/1, named_bypasses_local_pool/1,
+         named_held_by_pause/1]).
 
 -define(H, aion_b_harness).
 
 all() ->
     [runs_on_worker, waits_for_a_worker, unknown_activity_is_retryable,
      worker_concurrency_bound, timeout_kills_worker_attempt, worker_dies_mid_attempt,
-     bad_options, worker_on_another_node].
+     bad_options, worker_on_another_node, named_bypasses_local_pool,
+     named_held_by_pause].
 
 init_per_suite(Config) ->
     application:load(aion),
@@ -28,7 +30,11 @@ end_per_suite(_Config) ->
 init_per_testcase(TC, Config) ->
     Engine = list_to_atom("wk_" ++ atom_to_list(TC)),
     Db = filename:join(?config(priv_dir, Config), atom_to_list(TC) ++ ".db"),
-    {ok, _} = aion_engine:start(#{name => Engine, db_path => Db, synchronous => normal}),
+    Extra = case TC of
+                named_bypasses_local_pool -> #{max_concurrent_activities => 1};
+                _ -> #{}
+            end,
+    {ok, _} = aion_engine:start(Extra#{name => Engine, db_path => Db, synchronous => normal}),
     Probe = list_to_atom("probe_" ++ atom_to_list(TC)),
     register(Probe, self()),
     ets:new(aion_b_flaky, [named_table, public]),
@@ -158,3 +164,37 @@ remote(Config) ->
         peer:stop(Peer),
         net_kernel:stop()
     end.
+
+named_bypasses_local_pool(Config) ->
+    %% The node's pool (1 slot) is taken by a hanging {M, F} activity; a named
+    %% activity still runs: its bound is the worker's max_concurrency.
+    {ok, #{workflow_id := Local}} =
+        aion:start(aion_b_wf, #{do => activity, name => [aion_b_acts, hang],
+                                args => [?config(probe, Config)]}, e(Config)),
+    [{hanging, 1, _}] = ?H:collect(hanging, 1),
+    Wk = worker(<<"q">>, #{<<"echo">> => {aion_b_acts, echo}}),
+    W = named(Config, <<"q">>, <<"echo">>, [<<"through">>], #{}),
+    ?assertEqual({ok, <<"through">>}, await(Config, W)),
+    ok = aion:terminate(Local, done, e(Config)),
+    aion_worker:stop(Wk).
+
+named_held_by_pause(Config) ->
+    Wk = worker(<<"q">>, #{<<"wait">> => {aion_b_acts, wait_release},
+                           <<"echo">> => {aion_b_acts, echo}}),
+    {ok, #{workflow_id := W}} =
+        aion:start(aion_b_wf, #{do => sleep_then_named, ms => 200, name => <<"wait">>,
+                                queue => <<"q">>, args => [?config(probe, Config)]}, e(Config)),
+    ok = aion:pause(W, e(Config)),
+    ?H:wait_until(fun() ->
+                          {ok, H} = aion:history(W, e(Config)),
+                          lists:any(fun(#{type := T}) -> T =:= activity_scheduled end, H)
+                  end, 10000),
+    %% Barrier: another named activity goes through the same worker meanwhile.
+    W2 = named(Config, <<"q">>, <<"echo">>, [<<"x">>], #{}),
+    ?assertEqual({ok, <<"x">>}, await(Config, W2)),
+    receive {started, _, _} -> ct:fail(started_while_paused) after 0 -> ok end,
+    ok = aion:resume(W, e(Config)),
+    [{started, _, P}] = ?H:collect(started, 1),
+    P ! release,
+    ?assertEqual({ok, <<"released">>}, await(Config, W)),
+    aion_worker:stop(Wk).
