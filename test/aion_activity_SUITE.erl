@@ -12,7 +12,8 @@
          schedule_to_close/1, invalid_result_is_final/1, cancel_kills_attempt/1,
          cancel_queued/1, closed_run_records_nothing/1, pause_holds_attempts/1,
          pool_bound/1, recover_redispatches/1, info_inside_activity/1,
-         await_result_mapping/1, new_task_validation/1, outside_activity/1]).
+         await_result_mapping/1, new_task_validation/1, outside_activity/1,
+         schedule_to_close_while_queued/1, heartbeat_details_survive_recovery/1]).
 
 -define(H, aion_b_harness).
 
@@ -22,7 +23,8 @@ all() ->
      start_to_close_kills, heartbeat_timeout, heartbeat_details_carry, schedule_to_close,
      invalid_result_is_final, cancel_kills_attempt, cancel_queued,
      closed_run_records_nothing, pause_holds_attempts, pool_bound, recover_redispatches,
-     info_inside_activity, await_result_mapping, new_task_validation, outside_activity].
+     info_inside_activity, await_result_mapping, new_task_validation, outside_activity,
+     schedule_to_close_while_queued, heartbeat_details_survive_recovery].
 
 init_per_suite(Config) ->
     {ok, _} = application:ensure_all_started(crypto),
@@ -34,6 +36,7 @@ end_per_suite(_Config) ->
 init_per_testcase(TC, Config) ->
     Opts = case TC of
                pool_bound -> #{max_concurrent_activities => 3};
+               schedule_to_close_while_queued -> #{max_concurrent_activities => 1};
                _ -> #{}
            end,
     Ctx = ?H:start(?config(priv_dir, Config), Opts),
@@ -382,3 +385,37 @@ outside_activity(_Config) ->
     ?assertError(not_in_activity, aion_activity:info()),
     ?assertError(not_in_activity, aion_activity:heartbeat(1)),
     ?assertError(not_in_activity, aion_activity:is_cancelled()).
+
+schedule_to_close_while_queued(Config) ->
+    %% One slot, taken by a hanging activity: the second one's schedule-to-close
+    %% passes while it waits for a slot; it ends without ever starting.
+    Ctx = ?config(ctx, Config),
+    {RunId, _} = Run = run(Config),
+    Id1 = sched(Config, Run, {aion_b_acts, hang}, [?config(probe, Config)], #{}),
+    [{hanging, 1, P}] = ?H:collect(hanging, 1),
+    Id2 = sched(Config, Run, {aion_b_acts, report_info}, [?config(probe, Config)],
+                #{schedule_to_close_timeout => 200}),
+    Ev = terminal(Ctx, RunId, Id2),
+    ?assertMatch(#{attempt := 1, final := true, error := {activity_timeout, schedule_to_close}},
+                 Ev),
+    receive {info, _} -> ct:fail(queued_attempt_started) after 0 -> ok end,
+    ?assert(is_process_alive(P)),
+    ?assertEqual(1, aion_activity_runner:running(Ctx)),
+    ok = aion_activity_runner:cancel(Ctx, RunId, Id1),
+    ?assertNot(is_process_alive(P)),
+    ?H:wait_until(fun() -> aion_activity_runner:running(Ctx) =:= 0 end, 5000).
+
+heartbeat_details_survive_recovery(Config) ->
+    #{store := Store} = Ctx = ?config(ctx, Config),
+    {RunId, WfId} = run(Config),
+    {ok, T} = aion_activity_runner:new_task(
+                #{run_id => RunId, workflow_id => WfId, activity_id => <<"3">>,
+                  name => {aion_b_acts, report_info}, args => [?config(probe, Config)],
+                  options => #{}, scheduled_at => erlang:system_time(millisecond)}),
+    %% The row a retry of attempt 4 wrote, with the last heartbeat details.
+    Row = aion_activity_runner:task_row(T#{attempt => 5,
+                                           heartbeat_details => #{<<"cursor">> => 42}}),
+    {ok, _} = aion_store:append(Store, [#{run_id => RunId, tasks_put => [Row]}]),
+    ok = aion_activity_runner:recover(Ctx),
+    [{info, #{attempt := 6, heartbeat_details := #{<<"cursor">> := 42}}}] = ?H:collect(info, 1),
+    _ = terminal(Ctx, RunId, <<"3">>).
