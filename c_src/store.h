@@ -1,4 +1,4 @@
-/* store: the SQLite event store (see store.c). */
+/* store: the SQLite event store (store.c, store_write.c, store_read.c; store_int.h). */
 #ifndef AION_STORE_H
 #define AION_STORE_H
 
