@@ -62,7 +62,15 @@ info() ->
 -spec is_cancelled() -> boolean().
 is_cancelled() ->
     #{executor := Exec} = context(),
-    not is_process_alive(Exec).
+    case node(Exec) =:= node() of
+        true -> not is_process_alive(Exec);
+        false ->
+            %% A task-queue worker on another node: ask the engine's node.
+            case rpc:call(node(Exec), erlang, is_process_alive, [Exec]) of
+                true -> false;
+                _ -> true
+            end
+    end.
 
 %% @private
 %% @doc Installs the attempt context in the calling (attempt) process.

@@ -5,9 +5,10 @@
 %%
 %% Each attempt runs in a spawned, monitored process (linked to nobody) whose
 %% process dictionary holds the `aion_activity' context. Before every attempt the
-%% executor asks the runner for a slot (`aion_activity_runner:acquire/2'), so the
+%% executor asks the runner for a slot (`aion_activity_runner:acquire/3'), so the
 %% pool bound and pauses apply to retries too; the slot is given back when the
-%% attempt ends.
+%% attempt ends. Named activities (run by `aion_worker's) take no slot of this
+%% node's pool, but are held by pauses all the same.
 %%
 %% Timeouts: `start_to_close_timeout' (from the attempt's start) and
 %% `heartbeat_timeout' (from the start or the last heartbeat) kill the attempt and
@@ -50,6 +51,8 @@ cancel_async(Pid) ->
     Pid ! aion_cancel,
     ok.
 
+-type state() :: map().
+
 %%% ===========================================================================
 %%% gen_server
 %%% ===========================================================================
@@ -62,6 +65,8 @@ cancel_async(Pid) ->
 %%   deadline          schedule-to-close deadline (ms since epoch) | infinity
 %%   timer             backoff / commit-retry timer reference
 %% @private
+-spec init({aion_ctx:ctx(), aion_activity_runner:task()}) ->
+          {ok, state(), {continue, acquire}}.
 init({Ctx, #{scheduled_at := At, options := Opts} = Task}) ->
     process_flag(trap_exit, true),
     Deadline = add(At, maps:get(schedule_to_close_timeout, Opts)),
@@ -71,19 +76,23 @@ init({Ctx, #{scheduled_at := At, options := Opts} = Task}) ->
      {continue, acquire}}.
 
 %% @private
+-spec handle_continue(acquire, state()) -> {noreply, state()}.
 handle_continue(acquire, #{ctx := Ctx, task := #{run_id := RunId}} = S) ->
-    ok = aion_activity_runner:acquire(Ctx, RunId),
+    ok = aion_activity_runner:acquire(Ctx, RunId, bounded(S)),
     {noreply, S#{phase => waiting}}.
 
 %% @private
+-spec handle_call(term(), gen_server:from(), state()) -> {reply, term(), state()}.
 handle_call(_Req, _From, S) ->
     {reply, {error, unknown_call}, S}.
 
 %% @private
+-spec handle_cast(term(), state()) -> {noreply, state()}.
 handle_cast(_Msg, S) ->
     {noreply, S}.
 
 %% @private
+-spec handle_info(term(), state()) -> {noreply, state()} | {stop, term(), state()}.
 handle_info({aion_slot, Runner}, #{phase := waiting} = S) ->
     case passed(S) of
         true -> deadline(schedule_to_close, S#{runner => Runner});
@@ -117,7 +126,7 @@ handle_info(aion_backoff_done, #{phase := backoff, task := #{run_id := RunId}, c
         true ->
             deadline(schedule_to_close, S#{timer => undefined});
         false ->
-            ok = aion_activity_runner:acquire(Ctx, RunId),
+            ok = aion_activity_runner:acquire(Ctx, RunId, bounded(S)),
             {noreply, S#{phase => waiting, timer => undefined}}
     end;
 handle_info({aion_commit_retry, Pending}, #{phase := committing} = S) ->
@@ -128,6 +137,7 @@ handle_info(_Msg, S) ->
     {noreply, S}.
 
 %% @private
+-spec terminate(term(), state()) -> ok.
 terminate(_Reason, S) ->
     _ = kill_attempt(S),
     ok.
@@ -148,8 +158,15 @@ start_attempt(#{task := Task, deadline := S2C} = S) ->
     {Pid, Mon} = spawn_monitor(fun() -> run_attempt(Self, Info, Task) end),
     StcT = arm_after(Stc, {attempt_timeout, Ref, start_to_close}),
     HbT = arm_after(heartbeat_timeout(Task), {attempt_timeout, Ref, heartbeat}),
+    aion_telemetry:execute([aion, activity, start], #{system_time => erlang:system_time()},
+                           telemetry_meta(Task)),
     S#{phase => running,
-       attempt => #{pid => Pid, mon => Mon, ref => Ref, stc_timer => StcT, hb_timer => HbT}}.
+       attempt => #{pid => Pid, mon => Mon, ref => Ref, stc_timer => StcT, hb_timer => HbT,
+                    started => erlang:monotonic_time()}}.
+
+telemetry_meta(#{workflow_id := WfId, run_id := RunId, activity_id := ActId, name := Name,
+                 attempt := N}) ->
+    #{workflow_id => WfId, run_id => RunId, activity_id => ActId, name => Name, attempt => N}.
 
 run_attempt(Executor, #{ref := Ref} = Info, Task) ->
     ok = aion_activity:init_attempt(Executor, Info),
@@ -167,6 +184,9 @@ call(#{mf := undefined, name := Name, args := Args, options := #{task_queue := Q
     aion_worker:execute(Q, Name, Args).
 
 heartbeat_timeout(#{options := #{heartbeat_timeout := Hb}}) -> Hb.
+
+%% `{M, F}' activities run in this node's pool; named ones on task-queue workers.
+bounded(#{task := #{mf := MF}}) -> MF =/= undefined.
 
 classify({returned, V}, #{task := #{options := #{retry := R}}}) ->
     aion_retry:classify(R, {returned, V});
@@ -201,10 +221,16 @@ kill_attempt(S) ->
     S.
 
 %% Forgets the attempt (cancelling its timers) and gives its slot back.
-end_attempt(#{attempt := A, runner := Runner} = S) ->
+end_attempt(#{attempt := A, runner := Runner, task := Task} = S) ->
     case A of
-        #{stc_timer := T1, hb_timer := T2} -> cancel_timer(T1), cancel_timer(T2);
-        _ -> ok
+        #{stc_timer := T1, hb_timer := T2, started := Started} ->
+            cancel_timer(T1),
+            cancel_timer(T2),
+            aion_telemetry:execute([aion, activity, stop],
+                                   #{duration => erlang:monotonic_time() - Started},
+                                   telemetry_meta(Task));
+        _ ->
+            ok
     end,
     case Runner of
         undefined -> ok;

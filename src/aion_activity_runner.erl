@@ -22,7 +22,7 @@
          task_from_row/1, task_from_scheduled/4, dispatch/2, cancel/3, cancel_run/2,
          pause_run/2, resume_run/2, recover/1, await_result/1, running/1]).
 %% Executor side.
--export([acquire/2, release/1]).
+-export([acquire/3, release/1]).
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2, terminate/2]).
 
 -export_type([task/0, name/0]).
@@ -46,6 +46,8 @@
                   heartbeat_details := term()}.
 
 -define(DEFAULT_MAX, 1000).
+
+-type state() :: map().
 
 %%% ===========================================================================
 %%% Task format
@@ -263,7 +265,7 @@ recover(#{store := Store} = Ctx) ->
                              {S, Cache#{RunId => S}}
                      end
              end,
-    lists:foldl(
+    _ = lists:foldl(
       fun({RunId, ActId, Attempt, _, _} = Row, Cache0) ->
               {S, Cache} = Status(RunId, Cache0),
               case S of
@@ -291,11 +293,13 @@ running(Ctx) ->
     gen_server:call(server(Ctx), running, infinity).
 
 %% @private
-%% @doc Executor side: asks for an attempt slot; the runner answers with the message
-%% `{aion_slot, RunnerPid}' when one is free and the run is not paused.
--spec acquire(aion_ctx:ctx(), binary()) -> ok.
-acquire(Ctx, RunId) ->
-    gen_server:cast(server(Ctx), {acquire, self(), RunId}).
+%% @doc Executor side: asks for leave to start an attempt; the runner answers with
+%% the message `{aion_slot, RunnerPid}' when the run is not paused and, if `Bounded'
+%% (an `{M, F}' activity, run in this node's pool), a slot is free. Named
+%% activities run on task-queue workers, bounded by the workers' own concurrency.
+-spec acquire(aion_ctx:ctx(), binary(), boolean()) -> ok.
+acquire(Ctx, RunId, Bounded) ->
+    gen_server:cast(server(Ctx), {acquire, self(), RunId, Bounded}).
 
 %% @private
 %% @doc Executor side: gives back the slot of the finished attempt.
@@ -316,10 +320,11 @@ table(#{name := Name}) -> aion_ctx:proc_name(Name, runner).
 %%   busy      #{Pid => true}: executors holding a slot
 %%   queue     queue of {Pid, RunId} waiting for a slot (may hold stale entries)
 %%   waiting   #{Pid => RunId}: executors waiting for a slot (the truth for queue)
-%%   held      #{RunId => [Pid]}: waiters of paused runs (newest first)
+%%   held      #{RunId => [{Pid, Bounded}]}: waiters of paused runs (newest first)
 %%   paused    #{RunId => true}
 %%   mons      #{Pid => Key}: registered executors
 %% @private
+-spec init(atom()) -> {ok, state()}.
 init(Engine) ->
     Ctx = aion_ctx:get(Engine),
     Tab = ets:new(table(Ctx), [named_table, ordered_set, protected, {read_concurrency, true}]),
@@ -333,6 +338,7 @@ init(Engine) ->
            waiting => #{}, held => #{}, paused => Paused, mons => #{}}}.
 
 %% @private
+-spec handle_call(term(), gen_server:from(), state()) -> {reply, term(), state()}.
 handle_call({dispatch, #{run_id := RunId, activity_id := ActId} = Task}, _From,
             #{ctx := Ctx, tab := Tab, mons := Mons} = S) ->
     Key = {RunId, ActId},
@@ -356,9 +362,11 @@ handle_call({pause, RunId}, _From, #{paused := P} = S) ->
 handle_call({resume, RunId}, _From, #{paused := P, held := H, queue := Q, waiting := W,
                                       mons := Mons} = S) ->
     %% Held is newest first: pushing each to the front leaves the oldest in front.
-    Held = [Pid || Pid <- maps:get(RunId, H, []), is_map_key(Pid, Mons)],
-    Q1 = lists:foldl(fun(Pid, Acc) -> queue:in_r({Pid, RunId}, Acc) end, Q, Held),
-    W1 = lists:foldl(fun(Pid, Acc) -> Acc#{Pid => RunId} end, W, Held),
+    Held = [E || {Pid, _} = E <- maps:get(RunId, H, []), is_map_key(Pid, Mons)],
+    _ = [Pid ! {aion_slot, self()} || {Pid, false} <- Held],
+    Bounded = [Pid || {Pid, true} <- Held],
+    Q1 = lists:foldl(fun(Pid, Acc) -> queue:in_r({Pid, RunId}, Acc) end, Q, Bounded),
+    W1 = lists:foldl(fun(Pid, Acc) -> Acc#{Pid => RunId} end, W, Bounded),
     {reply, ok, fill(S#{paused => maps:remove(RunId, P), held => maps:remove(RunId, H),
                         queue => Q1, waiting => W1})};
 handle_call(running, _From, #{busy := B} = S) ->
@@ -367,8 +375,17 @@ handle_call(_Req, _From, S) ->
     {reply, {error, unknown_call}, S}.
 
 %% @private
-handle_cast({acquire, Pid, RunId}, #{queue := Q, waiting := W} = S) ->
+-spec handle_cast(term(), state()) -> {noreply, state()}.
+handle_cast({acquire, Pid, RunId, true}, #{queue := Q, waiting := W} = S) ->
     {noreply, fill(S#{queue => queue:in({Pid, RunId}, Q), waiting => W#{Pid => RunId}})};
+handle_cast({acquire, Pid, RunId, false}, #{paused := P, held := H} = S) ->
+    case is_map_key(RunId, P) of
+        true ->
+            {noreply, S#{held => H#{RunId => [{Pid, false} | maps:get(RunId, H, [])]}}};
+        false ->
+            Pid ! {aion_slot, self()},
+            {noreply, S}
+    end;
 handle_cast({release, Pid}, #{busy := B} = S) ->
     {noreply, fill(S#{busy => maps:remove(Pid, B)})};
 handle_cast({forget, RunId}, #{paused := P, held := H} = S) ->
@@ -377,6 +394,7 @@ handle_cast(_Msg, S) ->
     {noreply, S}.
 
 %% @private
+-spec handle_info(term(), state()) -> {noreply, state()}.
 handle_info({'DOWN', _, process, Pid, _}, #{tab := Tab, mons := Mons, busy := B,
                                              waiting := W} = S) ->
     case Mons of
@@ -389,6 +407,7 @@ handle_info(_Msg, S) ->
     {noreply, S}.
 
 %% @private
+-spec terminate(term(), state()) -> ok.
 terminate(_Reason, _S) ->
     ok.
 
@@ -403,7 +422,7 @@ fill(#{queue := Q, waiting := W, paused := P, held := H, busy := B} = S) ->
             case W of
                 #{Pid := RunId} when is_map_key(RunId, P) ->
                     fill(S#{queue => Q1, waiting => maps:remove(Pid, W),
-                            held => H#{RunId => [Pid | maps:get(RunId, H, [])]}});
+                            held => H#{RunId => [{Pid, true} | maps:get(RunId, H, [])]}});
                 #{Pid := RunId} ->
                     Pid ! {aion_slot, self()},
                     fill(S#{queue => Q1, waiting => maps:remove(Pid, W),

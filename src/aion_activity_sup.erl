@@ -20,13 +20,14 @@ start_link(Engine) ->
           {ok, pid()} | {error, term()}.
 start_executor(#{name := Engine} = Ctx, Task) ->
     case supervisor:start_child(aion_ctx:proc_name(Engine, activity_sup), [Ctx, Task]) of
-        {ok, Pid} -> {ok, Pid};
-        {ok, Pid, _} -> {ok, Pid};
+        {ok, Pid} when is_pid(Pid) -> {ok, Pid};
+        {ok, Pid, _} when is_pid(Pid) -> {ok, Pid};
         {error, _} = E -> E;
-        Other -> {error, Other}
+        _ -> {error, ignored}
     end.
 
 %% @private
+-spec init([]) -> {ok, {supervisor:sup_flags(), [supervisor:child_spec()]}}.
 init([]) ->
     {ok, {#{strategy => simple_one_for_one, intensity => 0, period => 1},
           [#{id => aion_activity_executor,

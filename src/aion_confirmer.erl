@@ -39,6 +39,8 @@ watch(#{name := Name}, Pid, Epoch, Marker) when is_pid(Pid), is_integer(Epoch), 
 pending(#{name := Name}) ->
     gen_server:call(aion_ctx:proc_name(Name, confirmer), pending, infinity).
 
+-type state() :: map().
+
 %%% ===========================================================================
 %%% gen_server
 %%% ===========================================================================
@@ -48,6 +50,7 @@ pending(#{name := Name}) ->
 %%   queue    gb_set of {Due, Pid} (one per entry)
 %%   timer    undefined | {TRef, Due}
 %% @private
+-spec init(atom()) -> {ok, state()}.
 init(Engine) ->
     #{mailbox := Mb} = Ctx = aion_ctx:get(Engine),
     Opts = maps:get(opts, Ctx, #{}),
@@ -57,12 +60,14 @@ init(Engine) ->
            entries => #{}, queue => gb_sets:new(), timer => undefined}}.
 
 %% @private
+-spec handle_call(term(), gen_server:from(), state()) -> {reply, term(), state()}.
 handle_call(pending, _From, #{entries := E} = S) ->
     {reply, map_size(E), S};
 handle_call(_Req, _From, S) ->
     {reply, {error, unknown_call}, S}.
 
 %% @private
+-spec handle_cast(term(), state()) -> {noreply, state()}.
 handle_cast({watch, Pid, Epoch, Marker}, #{entries := E, queue := Q, initial := I} = S) ->
     Due = now_ms() + I,
     S1 = case E of
@@ -83,6 +88,7 @@ handle_cast(_Msg, S) ->
     {noreply, S}.
 
 %% @private
+-spec handle_info(term(), state()) -> {noreply, state()}.
 handle_info(tick, S) ->
     {noreply, arm(check(now_ms(), S#{timer => undefined}))};
 handle_info(_Msg, S) ->
@@ -105,11 +111,11 @@ check(Now, #{queue := Q, entries := E, mailbox := Mb, max := Max} = S) ->
                 {Due, Pid} when Due =< Now ->
                     Q1 = gb_sets:delete({Due, Pid}, Q),
                     #{Pid := #{epoch := Epoch, markers := Ms, backoff := B} = Entry} = E,
-                    case aion_mailbox:epoch(Mb, Pid) of
-                        Cur when Cur =:= exited; Cur > Epoch ->
+                    case confirmed(Mb, Pid, Epoch) of
+                        true ->
                             check(Now, S#{queue => Q1, entries => maps:remove(Pid, E)});
-                        _ ->
-                            [Pid ! M || M <- Ms],
+                        false ->
+                            _ = [Pid ! M || M <- Ms],
                             B1 = min(Max, 2 * B),
                             D1 = Now + B1,
                             check(Now, S#{queue => gb_sets:add({D1, Pid}, Q1),
@@ -119,6 +125,15 @@ check(Now, #{queue := Q, entries := E, mailbox := Mb, max := Max} = S) ->
                 _ ->
                     S
             end
+    end.
+
+%% The target looked (its epoch moved past the delivery) or is gone. A local pid
+%% the mailbox never saw reads epoch 0 even when dead, hence the liveness check.
+confirmed(Mb, Pid, Epoch) ->
+    case aion_mailbox:epoch(Mb, Pid) of
+        exited -> true;
+        Cur when Cur > Epoch -> true;
+        _ -> node(Pid) =:= node() andalso not is_process_alive(Pid)
     end.
 
 %% Keeps one timer armed for the earliest due entry, none when nothing is pending.

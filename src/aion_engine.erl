@@ -18,6 +18,8 @@
 %% <li>`busy_timeout' (ms) [50], `checkpoint_interval' (ms): passed to the store.</li>
 %% <li>`timer_horizon', `timer_rescan_interval' (ms), `timer_scan_limit'
 %%     (pos_integer): tunables of the timer service.</li>
+%% <li>`confirm_initial_backoff', `confirm_max_backoff' (ms) [10, 1000]: how the
+%%     confirmer re-sends unobserved wake markers.</li>
 %% </ul>
 -module(aion_engine).
 
@@ -128,6 +130,8 @@ valid(checkpoint_interval, T) -> is_integer(T) andalso T > 0;
 valid(timer_horizon, T) -> is_integer(T) andalso T > 0;
 valid(timer_rescan_interval, T) -> is_integer(T) andalso T > 0;
 valid(timer_scan_limit, T) -> is_integer(T) andalso T > 0;
+valid(confirm_initial_backoff, T) -> is_integer(T) andalso T > 0;
+valid(confirm_max_backoff, T) -> is_integer(T) andalso T > 0;
 valid(_, _) -> false.
 
 normalise_path(P) when is_binary(P) -> unicode:characters_to_list(P);

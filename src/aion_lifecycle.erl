@@ -20,6 +20,9 @@
 -include_lib("kernel/include/logger.hrl").
 
 -define(CLOSE_TRIES, 100).
+%% After this many lost races the workflow process is stopped before the next try,
+%% so a run that appends without pause cannot keep its termination out.
+-define(CLOSE_QUIET_AFTER, 10).
 
 -type error() :: not_found | not_running | {bad_status, atom()} | term().
 
@@ -235,8 +238,10 @@ close(#{store := Store} = Ctx, RunId, Type, Fields, Status, Tries) ->
                         {ok, _} ->
                             teardown(Ctx, RunId);
                         {error, {sequence_conflict, _, _}} ->
+                            lost_race(Ctx, RunId, Tries),
                             close(Ctx, RunId, Type, Fields, Status, Tries - 1);
                         {error, {task_gone, _}} ->
+                            lost_race(Ctx, RunId, Tries),
                             close(Ctx, RunId, Type, Fields, Status, Tries - 1);
                         {error, closed} ->
                             {error, not_running};
@@ -249,6 +254,14 @@ close(#{store := Store} = Ctx, RunId, Type, Fields, Status, Tries) ->
         {error, not_found} ->
             {error, not_found}
     end.
+
+lost_race(Ctx, RunId, Tries) when ?CLOSE_TRIES - Tries + 1 =:= ?CLOSE_QUIET_AFTER ->
+    %% Killing the workflow process early changes nothing observable (it is killed
+    %% right after the commit anyway, and runs no cleanup); it only stops it from
+    %% appending. Should the close still fail, recovery restarts the run.
+    safely(fun() -> aion_run:kill(Ctx, RunId) end);
+lost_race(_, _, _) ->
+    ok.
 
 %% After a run closed from outside: kill its process, its attempts, its timers; wake
 %% its awaiters. Each step tolerates an engine that is stopping (a timer firing

@@ -20,9 +20,11 @@ start_link() ->
 %% @doc Supervisor callback.
 -spec init([]) -> {ok, {supervisor:sup_flags(), [supervisor:child_spec()]}}.
 init([]) ->
+    %% The pg scope through which task-queue workers (aion_worker) are found.
+    Pg = #{id => aion_pg, start => {pg, start_link, [aion_worker:scope()]}},
     Children = case application:get_env(aion, start_default_engine, true) of
-                   true -> [aion_engine:child_spec(default_engine_options())];
-                   false -> []
+                   true -> [Pg, aion_engine:child_spec(default_engine_options())];
+                   false -> [Pg]
                end,
     {ok, {#{strategy => one_for_one, intensity => 10, period => 10}, Children}}.
 
