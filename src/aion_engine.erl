@@ -18,8 +18,6 @@
 %% <li>`busy_timeout' (ms) [50], `checkpoint_interval' (ms): passed to the store.</li>
 %% <li>`timer_horizon' (ms) [60000], `timer_rescan_interval' (ms) [10000],
 %%     `timer_scan_limit' (pos_integer) [50000]: tunables of the timer service.</li>
-%% <li>`confirm_initial_backoff', `confirm_max_backoff' (ms): re-send ladder of
-%%     wake markers (see `aion_confirmer').</li>
 %% <li>`confirm_initial_backoff', `confirm_max_backoff' (ms) [10, 1000]: how the
 %%     confirmer re-sends unobserved wake markers.</li>
 %% </ul>
@@ -132,8 +130,6 @@ valid(checkpoint_interval, T) -> is_integer(T) andalso T > 0;
 valid(timer_horizon, T) -> is_integer(T) andalso T > 0;
 valid(timer_rescan_interval, T) -> is_integer(T) andalso T > 0;
 valid(timer_scan_limit, T) -> is_integer(T) andalso T > 0;
-valid(confirm_initial_backoff, T) -> is_integer(T) andalso T > 0;
-valid(confirm_max_backoff, T) -> is_integer(T) andalso T > 0;
 valid(confirm_initial_backoff, T) -> is_integer(T) andalso T > 0;
 valid(confirm_max_backoff, T) -> is_integer(T) andalso T > 0;
 valid(_, _) -> false.
