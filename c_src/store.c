@@ -509,7 +509,11 @@ ERL_NIF_TERM aion_store_close(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[
         enif_mutex_lock(db->mu);
         while (db->active > 0)
             enif_cond_wait(db->idle_cv, db->mu);
+        /* Still ST_CLOSING: every call is refused, so the connections are ours; close
+         * them (the last one checkpoints) without holding the lock appenders take. */
+        enif_mutex_unlock(db->mu);
         db_close_conns(db);
+        enif_mutex_lock(db->mu);
         db->state = ST_CLOSED;
         enif_cond_broadcast(db->idle_cv);
     } else {

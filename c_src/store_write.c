@@ -7,6 +7,8 @@
 
 #include "store_int.h"
 
+#define APPEND_DIRTY_ITEMS 256 /* see aion_store_append */
+
 static const char *const W_SQL[W_COUNT] = {
     [W_BEGIN] = "BEGIN IMMEDIATE",
     [W_COMMIT] = "COMMIT",
@@ -791,9 +793,9 @@ int store_writer_prepare(db_res *db)
     return SQLITE_OK;
 }
 
-/* store_append(Db, Tag :: reference(), Ops) -> ok. Normal scheduler: parses and
- * copies the request, queues it for the writer, which later sends {Tag, Reply}. */
-ERL_NIF_TERM aion_store_append(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+/* Parses and copies the request, queues it for the writer, which later sends
+ * {Tag, Reply} to the caller. */
+static ERL_NIF_TERM append_request(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
 {
     db_res *db = store_get_db(env, argv[0]);
     if (db == NULL || !enif_is_ref(env, argv[1]) || !enif_is_list(env, argv[2]))
@@ -838,4 +840,36 @@ ERL_NIF_TERM aion_store_append(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv
     enif_cond_signal(db->q_cv);
     enif_mutex_unlock(db->mu);
     return a->a_ok;
+}
+
+/* A bound on the work of parsing a request: its ops plus the elements of their lists
+ * (counting stops past limit). */
+static size_t request_items(ErlNifEnv *env, const store_atoms *a, ERL_NIF_TERM ops, size_t limit)
+{
+    const ERL_NIF_TERM lists[] = {a->a_events, a->a_timers_put, a->a_timers_take, a->a_timers_del,
+                                  a->a_tasks_put, a->a_tasks_take, a->a_tasks_del};
+    ERL_NIF_TERM op, v;
+    unsigned len;
+    size_t n = 0;
+    while (n <= limit && enif_get_list_cell(env, ops, &op, &ops)) {
+        n++;
+        for (size_t i = 0; i < sizeof lists / sizeof lists[0]; i++) {
+            if (enif_get_map_value(env, op, lists[i], &v) && enif_get_list_length(env, v, &len))
+                n += len;
+        }
+    }
+    return n;
+}
+
+/* store_append(Db, Tag :: reference(), Ops) -> ok. Normal scheduler; a request of
+ * more than APPEND_DIRTY_ITEMS ops and list elements is parsed on a dirty CPU
+ * scheduler instead, so no call holds a normal scheduler for long. */
+ERL_NIF_TERM aion_store_append(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    db_res *db = store_get_db(env, argv[0]);
+    if (db != NULL && enif_is_list(env, argv[2]) &&
+        request_items(env, &db->atoms, argv[2], APPEND_DIRTY_ITEMS) > APPEND_DIRTY_ITEMS)
+        return enif_schedule_nif(env, "store_append", ERL_NIF_DIRTY_JOB_CPU_BOUND, append_request,
+                                 argc, argv);
+    return append_request(env, argc, argv);
 }

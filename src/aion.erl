@@ -230,7 +230,14 @@ await_run(#{store := Store} = Ctx, #{run_id := RunId, status := Status} = Run, D
             closed_outcome(Ctx, Run, Deadline);
         false ->
             Ref = aion_waiters:register(Ctx, RunId),
-            case aion_store:get_run(Store, RunId) of
+            %% A resident process unregisters only after it appended the terminal
+            %% event and before it notifies the waiters: seeing it registered after
+            %% our registration guarantees the notification (no read needed).
+            Check = case aion_run:whereis(Ctx, RunId) of
+                        undefined -> aion_store:get_run(Store, RunId);
+                        _ -> {ok, Run}
+                    end,
+            case Check of
                 {ok, #{status := S2} = Run2} ->
                     case aion_util:is_terminal(S2) of
                         true ->

@@ -16,8 +16,8 @@
 %% <li>`idle_evict_after' (ms | `infinity') [`infinity']: reserved; only `infinity'
 %%     (runs stay resident) is implemented.</li>
 %% <li>`busy_timeout' (ms) [50], `checkpoint_interval' (ms): passed to the store.</li>
-%% <li>`timer_horizon', `timer_rescan_interval' (ms), `timer_scan_limit'
-%%     (pos_integer): tunables of the timer service.</li>
+%% <li>`timer_horizon' (ms) [60000], `timer_rescan_interval' (ms) [10000],
+%%     `timer_scan_limit' (pos_integer) [50000]: tunables of the timer service.</li>
 %% <li>`confirm_initial_backoff', `confirm_max_backoff' (ms) [10, 1000]: how the
 %%     confirmer re-sends unobserved wake markers.</li>
 %% </ul>

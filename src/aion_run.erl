@@ -44,7 +44,10 @@ init(Engine, RunId, Mode, Parent) ->
     case register_run(Ctx, RunId) of
         ok ->
             proc_lib:init_ack(Parent, {ok, self()}),
-            begin_run(Ctx, RunId, Mode);
+            try begin_run(Ctx, RunId, Mode)
+            after unregister_run(Ctx, RunId)
+            end,
+            ok;
         {error, _} = E ->
             proc_lib:init_ack(Parent, E),
             ok
@@ -154,11 +157,9 @@ run(Ctx, RunId, Events) ->
                          exit:?STOP(_) -> stopped;
                          Class:Reason:Stack -> {exception, Class, Reason, Stack}
                      end,
-            S1 = st(),
-            case {S1#wf.stopped, Result} of
-                {false, stopped} -> ok;   % cannot happen: a stop always sets the flag
-                {false, _} -> close(Result, S1, T0);
-                _ -> ok
+            case get(?AION_RUN_KEY) of
+                #wf{stopped = false} = S1 when Result =/= stopped -> close(Result, S1, T0);
+                _ -> ok   % stopped (stuck, or closed from outside): nothing to record
             end;
         {error, Why} ->
             logger:error("aion: run ~ts of workflow ~ts cannot resume: type ~p ~p",
@@ -266,6 +267,7 @@ stuck(#{expected := Exp, got := Got, seq := Seq} = D,
     put_st(S#wf{stopped = stuck}),
     exit(?STOP(stuck)).
 
+-spec closed_from_outside(#wf{}) -> no_return().
 closed_from_outside(#wf{ctx = Ctx, run_id = RunId} = S) ->
     unregister_run(Ctx, RunId),
     put_st(S#wf{stopped = closed}),
@@ -331,8 +333,20 @@ append(Op, #wf{ctx = #{store := Store}, run_id = RunId, replay = R} = S) ->
         {error, {timer_gone, _}} = E ->
             E;
         {error, Reason} ->
-            error({aion_append_failed, Reason})
+            store_failed(Reason, S)
     end.
+
+%% The store refused an append for a reason other than the run's state (an SQLite
+%% error): the workflow must not observe it as its own failure. The process stops;
+%% the run stays open and is resumed by the next engine start.
+-spec store_failed(term(), #wf{}) -> no_return().
+store_failed(Reason, #wf{ctx = Ctx, run_id = RunId, workflow_id = Wid} = S) ->
+    logger:error("aion: append for run ~ts of workflow ~ts failed: ~p; the workflow "
+                 "process stops (the run is resumed at the next engine start)",
+                 [RunId, Wid, Reason]),
+    unregister_run(Ctx, RunId),
+    put_st(S#wf{stopped = crashed}),
+    exit(?STOP(crashed)).
 
 %% @doc A blocking wait on futures (positions 1..N of `Keys'): a yield point
 %% (drain retained events, answer queries, bump the wake epoch), then the lowest-seq

@@ -22,5 +22,5 @@
           query_handlers = #{} :: #{binary() => fun((term()) -> term())},
           non_cancellable = 0 :: non_neg_integer(),
           in_query = false :: boolean(),
-          stopped = false :: false | stuck | closed
+          stopped = false :: false | stuck | closed | crashed
          }).

@@ -81,4 +81,5 @@ format_uuid(<<A:48, _:4, B:12, _:2, C:62>>) ->
       (hex(X4))/binary, $-, (hex(X5))/binary>>.
 
 hex(Bin) ->
-    << <<(hd(integer_to_list(N, 16)) bor 32)>> || <<N:4>> <= Bin >>.
+    << <<(element(N + 1, {$0, $1, $2, $3, $4, $5, $6, $7, $8, $9, $a, $b, $c, $d, $e, $f}))>>
+       || <<N:4>> <= Bin >>.

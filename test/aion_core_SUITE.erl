@@ -10,7 +10,8 @@
          describe_list_count/1, sleep_fires/1, wait_any_history_order/1,
          cancelled_timer_never_fires/1, parallel_and_wait_all/1,
          replay_is_deterministic/1, nondeterminism_stuck_then_retry/1,
-         bad_input_records_nothing/1, id_reuse_and_conflict/1, info_and_misuse/1]).
+         bad_input_records_nothing/1, id_reuse_and_conflict/1, info_and_misuse/1,
+         run_deadlines/1]).
 
 -define(W, aion_test_workflows).
 
@@ -19,7 +20,7 @@ all() ->
      describe_list_count, sleep_fires, wait_any_history_order,
      cancelled_timer_never_fires, parallel_and_wait_all, replay_is_deterministic,
      nondeterminism_stuck_then_retry, bad_input_records_nothing, id_reuse_and_conflict,
-     info_and_misuse].
+     info_and_misuse, run_deadlines].
 
 init_per_suite(Config) ->
     ok = aion_ct:start_app(),
@@ -194,7 +195,10 @@ parallel_and_wait_all(_Config) ->
           [<<"error">>, <<"activity_cancelled">>]]} = aion:await(W2, 5000),
     H = aion_ct:history(W2),
     [#{activity_id := <<"3">>}] = [E || #{type := activity_cancelled} = E <- H],
-    [#{activity_id := <<"2">>, final := true}] = [E || #{type := activity_failed} = E <- H].
+    [#{activity_id := <<"2">>, final := true}] = [E || #{type := activity_failed} = E <- H],
+    %% nothing stays retained in the mailbox once no await is pending
+    #{mailbox := Mb} = aion_ctx:get(aion_default),
+    0 = aion_mailbox:count(Mb).
 
 %% A run rebuilt from history (engine stopped and started again: a new process
 %% replays) sees the same now(), random(), uniform(), uuid() and side effect values
@@ -319,3 +323,23 @@ info_and_misuse(_Config) ->
     ?assertError(not_in_workflow, aion_workflow:execute_activity({m, f}, [], #{})),
     ?assertError(not_in_workflow, aion_workflow:side_effect(fun() -> 1 end)),
     ?assertError({engine_not_running, nope}, aion:start(?W, #{}, #{engine => nope})).
+
+%% run_timeout / execution_timeout are durable deadlines written at start; on
+%% expiry the run is timed_out and its process is gone.
+run_deadlines(_Config) ->
+    {ok, #{workflow_id := W1}} = aion:start(?W, #{kind => sleep, ms => 600000},
+                                            #{run_timeout => 200}),
+    {error, timed_out} = aion:await(W1, 5000),
+    [#{type := workflow_timed_out, kind := <<"run_timeout">>} | _] =
+        lists:reverse(aion_ct:history(W1)),
+    {ok, #{status := timed_out, residency := suspended}} = aion:describe(W1),
+    {ok, #{workflow_id := W2}} = aion:start(?W, #{kind => switch, gate => <<"x">>},
+                                            #{execution_timeout => 200}),
+    {_, 1} = aion_ct:gate_wait(<<"x">>),
+    {error, timed_out} = aion:await(W2, 5000),
+    {ok, #{status := timed_out, pending_activities := []}} = aion:describe(W2),
+    %% a run that finishes in time is not timed out later
+    {ok, #{workflow_id := W3}} = aion:start(?W, #{kind => noop},
+                                            #{run_timeout => 100, execution_timeout => 100}),
+    {ok, <<"done">>} = aion:await(W3, 5000),
+    {ok, #{status := completed}} = aion:describe(W3).

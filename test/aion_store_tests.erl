@@ -81,7 +81,15 @@ large_event_test() ->
         {ok, [[3, 4]]} = aion_store:append(S, [#{run_id => <<"big">>,
                                                  events => [{<<>>, -5, <<>>}, {<<"o">>, 0, Odd}]}]),
         ?assertEqual({ok, [{3, <<>>, -5, <<>>}, {4, <<"o">>, 0, Odd}]},
-                     aion_store:history(S, <<"big">>, 3))
+                     aion_store:history(S, <<"big">>, 3)),
+        %% big requests (parsed on a dirty scheduler): many events, many ops
+        {ok, [Seqs]} = aion_store:append(S, [#{run_id => <<"big">>, events => [ev(N) || N <- lists:seq(1, 5000)]}]),
+        ?assertEqual(lists:seq(5, 5004), Seqs),
+        Ids = [integer_to_binary(I) || I <- lists:seq(1, 1000)],
+        {ok, Created} = aion_store:append(S, [create(Id, Id) || Id <- Ids]),
+        ?assertEqual(lists:duplicate(1000, [1]), Created),
+        ?assertEqual(lists:seq(1, 5004), seqs(S, <<"big">>)),
+        ?assertError(badarg, aion_store:append(S, [#{run_id => <<"big">>, events => [ev(1) || _ <- lists:seq(1, 999)] ++ [bad]}]))
     end).
 
 range_reads_test() ->
@@ -750,6 +758,59 @@ broken_event_chain_test() ->
         ?assertMatch({ok, [{3, _, _, _}, {4, _, _, _}]}, aion_store:history(S2, <<"r">>, 3)),
         ?assertEqual({error, {sqlite, 11, <<"broken event chain">>}}, aion_store:history(S2, <<"r">>, 1)),
         ok = aion_store:close(S2)
+    after
+        rm_db(Path)
+    end.
+
+close_racing_reads_test_() ->
+    {timeout, 60, fun() ->
+        Path = tmp_path("race"),
+        try
+            {ok, S} = aion_store:open(Path, #{}),
+            ok = new_run(S, <<"r">>),
+            {ok, _} = aion_store:append(S, [#{run_id => <<"r">>, events => [ev(N) || N <- lists:seq(2, 200)]}]),
+            Parent = self(),
+            Reads = [fun() -> aion_store:history(S, <<"r">>, 1) end,
+                     fun() -> aion_store:list(S, #{}) end,
+                     fun() -> aion_store:get_run(S, <<"r">>) end,
+                     fun() -> aion_store:checkpoint(S) end,
+                     fun() -> aion_store:append(S, [#{run_id => <<"r">>}]) end],
+            Pids = [spawn_link(fun() -> Parent ! {self(), read_until_closed(F, Parent, 0)} end)
+                    || F <- Reads, _ <- lists:seq(1, 4)],
+            %% close while every reader is in its loop
+            [receive {running, P} -> ok end || P <- Pids],
+            ok = aion_store:close(S),
+            %% every reader ran, then saw error(closed); none crashed otherwise
+            [receive {P, N} -> ?assert(N > 0) end || P <- Pids],
+            {ok, S2} = aion_store:open(Path, #{}),
+            ?assertEqual(lists:seq(1, 200), seqs(S2, <<"r">>)),
+            ok = aion_store:close(S2)
+        after
+            rm_db(Path)
+        end
+    end}.
+
+read_until_closed(F, Parent, N) ->
+    N =:= 1 andalso (Parent ! {running, self()}),
+    try F() of
+        ok -> read_until_closed(F, Parent, N + 1);
+        {ok, _} -> read_until_closed(F, Parent, N + 1)
+    catch
+        error:closed when N > 0 -> N
+    end.
+
+nif_reload_keeps_open_handles_test() ->
+    Path = tmp_path("reload"),
+    try
+        {ok, S} = aion_store:open(Path, #{}),
+        ok = new_run(S, <<"r">>),
+        true = code:soft_purge(aion_nif) orelse true,
+        {module, aion_nif} = code:load_file(aion_nif),
+        ?assertEqual({ok, [[2]]}, aion_store:append(S, [#{run_id => <<"r">>, events => [ev(2)]}])),
+        _ = code:purge(aion_nif),
+        ?assertEqual({ok, [[3]]}, aion_store:append(S, [#{run_id => <<"r">>, events => [ev(3)]}])),
+        ?assertEqual([1, 2, 3], seqs(S, <<"r">>)),
+        ok = aion_store:close(S)
     after
         rm_db(Path)
     end.
