@@ -287,6 +287,7 @@ to_bin(L) when is_list(L) -> unicode:characters_to_binary(L).
 
 %% @private
 init(Opts) ->
+    process_flag(trap_exit, true),
     Path = to_list(maps:get(db_path, Opts)),
     case aion_sql:open(Path) of
         {ok, Db} ->
@@ -310,7 +311,7 @@ init(Opts) ->
                          {max_clients, 4000},
                          {keep_alive, true},
                          {max_keep_alive_request, 100000}],
-            case inets:start(httpd, HttpdOpts, stand_alone) of
+            case inets:start(httpd, HttpdOpts) of
                 {ok, Httpd} ->
                     [{port, Port}] = httpd:info(Httpd, [port]),
                     persistent_term:put({?MODULE, Port}, {self(), Tab}),
@@ -375,7 +376,7 @@ handle_info(_Msg, S) ->
 %% @private
 terminate(_Reason, #st{db = Db, httpd = Httpd, port = Port}) ->
     persistent_term:erase({?MODULE, Port}),
-    _ = inets:stop(stand_alone, Httpd),
+    _ = inets:stop(httpd, Httpd),
     aion_sql:close(Db).
 
 is_script_key({script, _}) -> true;
