@@ -3,7 +3,7 @@
 
 REBAR ?= rebar3
 
-.PHONY: all setup build demo test eunit ct check xref dialyzer test-asan bench bench-store clean
+.PHONY: all setup build cli demo demo-ci test test-elixir eunit ct check xref dialyzer test-asan bench bench-store clean
 
 all: build
 
@@ -12,6 +12,13 @@ setup:
 
 build: setup
 	$(REBAR) compile
+	$(MAKE) cli
+
+## The operator CLI (escript): bin/aion.
+cli:
+	$(REBAR) escriptize
+	@mkdir -p bin
+	cp _build/default/bin/aion bin/aion
 
 ## The main job (the durable-workflow demo).
 demo: build
