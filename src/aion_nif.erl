@@ -8,6 +8,15 @@
 %% sanitizer test target uses to load `priv/aion_nif_asan.so'.
 -module(aion_nif).
 
+%% store section (c_src/store.c): Erlang wants every attribute before the first
+%% function, so the section's attributes live here and its stubs below.
+-export([store_open/4, store_close/1, store_append/3, store_history/3, store_get_run/2,
+         store_current_run/2, store_runs_by_status/2, store_list/2, store_count/2,
+         store_due_timers/3, store_activity_tasks/2, store_checkpoint/1]).
+-nifs([store_open/4, store_close/1, store_append/3, store_history/3, store_get_run/2,
+       store_current_run/2, store_runs_by_status/2, store_list/2, store_count/2,
+       store_due_timers/3, store_activity_tasks/2, store_checkpoint/1]).
+
 -on_load(init/0).
 
 -export([build_info/0]).
@@ -16,6 +25,13 @@
 %% sql section (attributes must precede every function definition).
 -export([sql_open/3, sql_close/1, sql_exec/2, sql_query/3]).
 -nifs([sql_open/3, sql_close/1, sql_exec/2, sql_query/3]).
+
+%% mailbox section (c_src/mailbox.c); Erlang wants every attribute before the
+%% first function, so the section's attributes live here and its stubs below.
+-export([mailbox_new/1, mailbox_retain/5, mailbox_take/3, mailbox_take_all/2,
+         mailbox_bump_epoch/2, mailbox_epoch/2, mailbox_count/1, mailbox_forget/2]).
+-nifs([mailbox_new/1, mailbox_retain/5, mailbox_take/3, mailbox_take_all/2,
+       mailbox_bump_epoch/2, mailbox_epoch/2, mailbox_count/1, mailbox_forget/2]).
 
 -define(NOT_LOADED, erlang:nif_error({not_loaded, [{module, ?MODULE}, {line, ?LINE}]})).
 
@@ -43,6 +59,60 @@ build_info() -> ?NOT_LOADED.
 %%% store (c_src/store.c)
 %%% ===========================================================================
 
+%% @doc Opens (creating if needed) the database at `Path' with `synchronous' mode `Sync',
+%% SQLite busy timeout `BusyMs' (milliseconds) and background checkpoint interval
+%% `CheckpointMs' (milliseconds). Starts the writer and checkpoint threads.
+-spec store_open(Path :: binary(), Sync :: full | normal, BusyMs :: non_neg_integer(),
+                 CheckpointMs :: pos_integer()) -> {ok, reference()} | {error, term()}.
+store_open(_Path, _Sync, _BusyMs, _CheckpointMs) -> ?NOT_LOADED.
+
+%% @doc Drains the writer queue, stops the threads and closes the connections.
+-spec store_close(reference()) -> ok.
+store_close(_Db) -> ?NOT_LOADED.
+
+%% @doc Queues an append request; the writer later sends `{Tag, Reply}' to the caller.
+-spec store_append(reference(), Tag :: reference(), Ops :: [map()]) -> ok.
+store_append(_Db, _Tag, _Ops) -> ?NOT_LOADED.
+
+%% @doc Events of `RunId' with seq >= `FromSeq', ascending.
+-spec store_history(reference(), binary(), integer()) ->
+          {ok, [{pos_integer(), binary(), integer(), binary()}]} | {error, term()}.
+store_history(_Db, _RunId, _FromSeq) -> ?NOT_LOADED.
+
+%% @doc The run row of `RunId'.
+-spec store_get_run(reference(), binary()) -> {ok, map()} | {error, term()}.
+store_get_run(_Db, _RunId) -> ?NOT_LOADED.
+
+%% @doc The most recently created run of `WorkflowId'.
+-spec store_current_run(reference(), binary()) -> {ok, map()} | {error, term()}.
+store_current_run(_Db, _WorkflowId) -> ?NOT_LOADED.
+
+%% @doc Runs whose status is one of `Statuses'.
+-spec store_runs_by_status(reference(), [binary()]) -> {ok, [map()]} | {error, term()}.
+store_runs_by_status(_Db, _Statuses) -> ?NOT_LOADED.
+
+%% @doc Runs matching a filter map.
+-spec store_list(reference(), map()) -> {ok, [map()]} | {error, term()}.
+store_list(_Db, _Filter) -> ?NOT_LOADED.
+
+%% @doc Number of runs matching a filter map (`limit' ignored).
+-spec store_count(reference(), map()) -> {ok, non_neg_integer()} | {error, term()}.
+store_count(_Db, _Filter) -> ?NOT_LOADED.
+
+%% @doc Timers with fire_at =< `UpTo' (milliseconds), ascending fire_at.
+-spec store_due_timers(reference(), integer(), non_neg_integer() | infinity) ->
+          {ok, [{binary(), binary(), integer()}]} | {error, term()}.
+store_due_timers(_Db, _UpTo, _Limit) -> ?NOT_LOADED.
+
+%% @doc Outstanding activity task rows of a run, or of every run.
+-spec store_activity_tasks(reference(), binary() | all) ->
+          {ok, [{binary(), binary(), integer(), binary(), binary()}]} | {error, term()}.
+store_activity_tasks(_Db, _RunId) -> ?NOT_LOADED.
+
+%% @doc A PASSIVE WAL checkpoint.
+-spec store_checkpoint(reference()) -> ok | {error, term()}.
+store_checkpoint(_Db) -> ?NOT_LOADED.
+
 
 
 
@@ -57,8 +127,37 @@ build_info() -> ?NOT_LOADED.
 %%% mailbox (c_src/mailbox.c)
 %%% ===========================================================================
 
+%% @doc A new mailbox keeping at most `MaxTombstones' exit tombstones.
+-spec mailbox_new(non_neg_integer()) -> reference().
+mailbox_new(_MaxTombstones) -> ?NOT_LOADED.
 
+%% @doc Retains a copy of `Payload' under `{Pid, Correlation}' and sends `Marker' to `Pid'.
+-spec mailbox_retain(reference(), pid(), term(), term(), atom()) -> ok | {error, exited}.
+mailbox_retain(_Mailbox, _Pid, _Correlation, _Payload, _Marker) -> ?NOT_LOADED.
 
+%% @doc Removes and returns the payload retained under `{Pid, Correlation}'.
+-spec mailbox_take(reference(), pid(), term()) -> {ok, term()} | none.
+mailbox_take(_Mailbox, _Pid, _Correlation) -> ?NOT_LOADED.
+
+%% @doc Removes and returns every entry retained for `Pid', in retain order.
+-spec mailbox_take_all(reference(), pid()) -> [{term(), term()}].
+mailbox_take_all(_Mailbox, _Pid) -> ?NOT_LOADED.
+
+%% @doc Increments the wake epoch of `Pid'; raises `exited' for a dead pid.
+-spec mailbox_bump_epoch(reference(), pid()) -> pos_integer().
+mailbox_bump_epoch(_Mailbox, _Pid) -> ?NOT_LOADED.
+
+%% @doc The wake epoch of `Pid' (0 if never seen, `exited' after it exited).
+-spec mailbox_epoch(reference(), pid()) -> non_neg_integer() | exited.
+mailbox_epoch(_Mailbox, _Pid) -> ?NOT_LOADED.
+
+%% @doc The number of retained entries over all pids.
+-spec mailbox_count(reference()) -> non_neg_integer().
+mailbox_count(_Mailbox) -> ?NOT_LOADED.
+
+%% @doc Drops every entry, the monitor and any tombstone of `Pid'.
+-spec mailbox_forget(reference(), pid()) -> ok.
+mailbox_forget(_Mailbox, _Pid) -> ?NOT_LOADED.
 
 %%% ===========================================================================
 
