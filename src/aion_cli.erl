@@ -166,13 +166,16 @@ command(Cmd, _, _) ->
 %%% Reading the database
 %%% ---------------------------------------------------------------------------
 
-%% The store's open would create a missing file: check first.
+%% The store's open creates a missing file and writes the schema into a file without
+%% one: check both first (read-only), so the CLI never writes. On an aion database the
+%% store's open only reads (the schema exists; checkpoints run only after commits) and
+%% does not disturb an engine holding the file: WAL readers see committed state.
 with_store(Opts, Fun) ->
     Path = maps:get("--db", Opts, "aion.db"),
-    case filelib:is_regular(Path) of
-        false ->
-            {error, ["database file not found: ", Path]};
-        true ->
+    case is_aion_db(Path) of
+        {error, _} = E ->
+            E;
+        ok ->
             case aion_store:open(Path, #{synchronous => normal}) of
                 {ok, Store} ->
                     try Fun(Store)
@@ -180,6 +183,27 @@ with_store(Opts, Fun) ->
                     end;
                 {error, Reason} ->
                     {error, io_lib:format("cannot open ~ts: ~0p", [Path, Reason])}
+            end
+    end.
+
+is_aion_db(Path) ->
+    case filelib:is_regular(Path) of
+        false ->
+            {error, ["database file not found: ", Path]};
+        true ->
+            case aion_sql:open(Path, #{mode => read_only}) of
+                {ok, Db} ->
+                    R = aion_sql:query(Db, <<"SELECT count(*) FROM sqlite_master"
+                                             " WHERE type = 'table' AND name = 'schema_version'">>),
+                    ok = aion_sql:close(Db),
+                    case R of
+                        {ok, [{1}]} -> ok;
+                        {ok, [{0}]} -> {error, ["not an aion database: ", Path]};
+                        {error, {sqlite, _, Msg}} ->
+                            {error, ["cannot read ", Path, ": ", Msg]}
+                    end;
+                {error, {sqlite, _, Msg}} ->
+                    {error, ["cannot open ", Path, ": ", Msg]}
             end
     end.
 
@@ -245,13 +269,20 @@ json_history(Rows) ->
 format_timeline([]) ->
     [];
 format_timeline([{_, _, T0, _} | _] = Rows) ->
+    %% without the JSON codec (a partial build) the stored JSON is shown as is
+    Decode = code:ensure_loaded(aion_json) =:= {module, aion_json},
     [io_lib:format("history from ~ts~n~5s  ~10s  ~-26s ~s~n", [time(T0), "seq", "+time", "event", "details"])
-     | [timeline_line(Row, T0) || Row <- Rows]].
+     | [timeline_line(Row, T0, Decode) || Row <- Rows]].
 
-timeline_line({Seq, Type, At, Data}, T0) ->
-    Fields = try aion_event:decode({Seq, Type, At, Data}) of
-                 Ev -> maps:without([seq, type, recorded_at], Ev)
-             catch _:_ -> #{data => Data}
+timeline_line({Seq, Type, At, Data}, T0, Decode) ->
+    Fields = case Decode of
+                 true ->
+                     try aion_event:decode({Seq, Type, At, Data}) of
+                         Ev -> maps:without([seq, type, recorded_at], Ev)
+                     catch _:_ -> #{data => Data}
+                     end;
+                 false ->
+                     #{data => Data}
              end,
     Details = lists:join(" ", [[atom_to_list(K), "=", short(V)]
                                || {K, V} <- lists:sort(maps:to_list(Fields)), V =/= null]),
