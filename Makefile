@@ -29,6 +29,13 @@ test: build
 	$(REBAR) do eunit, ct
 	$(REBAR) xref
 	$(REBAR) dialyzer
+	$(MAKE) test-elixir
+
+## The Elixir usage example (examples/elixir_app): Mix builds aion with the system
+## rebar3 and never contacts a package registry.
+MIX_ENV_VARS := MIX_ENV=test MIX_REBAR3=$(shell command -v rebar3) HEX_OFFLINE=1 MIX_HOME=$(CURDIR)/_build/mix
+test-elixir: build
+	cd examples/elixir_app && $(MIX_ENV_VARS) mix test --no-start
 
 eunit: build
 	$(REBAR) eunit
