@@ -1,0 +1,713 @@
+%% EUnit tests of aion_store over the SQLite backend (c_src/store.c).
+-module(aion_store_tests).
+
+-include_lib("eunit/include/eunit.hrl").
+
+%%% ------------------------------------------------------------------ fixtures
+
+tmp_path(Name) ->
+    Dir = filename:join(os:getenv("TMPDIR", "/tmp"), "aion_store_tests"),
+    ok = filelib:ensure_dir(filename:join(Dir, "x")),
+    N = erlang:unique_integer([positive]),
+    filename:join(Dir, io_lib:format("~s_~s_~b.db", [Name, os:getpid(), N])).
+
+rm_db(Path) ->
+    [file:delete(Path ++ Suffix) || Suffix <- ["", "-wal", "-shm"]],
+    ok.
+
+with_store(Fun) ->
+    with_store(#{}, Fun).
+
+with_store(Opts, Fun) ->
+    Path = tmp_path("t"),
+    {ok, S} = aion_store:open(Path, Opts),
+    try
+        Fun(S)
+    after
+        ok = aion_store:close(S),
+        rm_db(Path)
+    end.
+
+create(RunId, Wid) ->
+    create(RunId, Wid, #{}).
+
+create(RunId, Wid, Extra) ->
+    #{run_id => RunId,
+      create => maps:merge(#{workflow_id => Wid, type => <<"wf">>, status => <<"running">>,
+                             started_at => 1000}, Extra),
+      events => [{<<"workflow_started">>, 1000, <<"{}">>}]}.
+
+ev(N) ->
+    {<<"e">>, 1000 + N, iolist_to_binary(io_lib:format("{\"n\":~b}", [N]))}.
+
+new_run(S, RunId) ->
+    {ok, [[1]]} = aion_store:append(S, [create(RunId, <<"w-", RunId/binary>>)]),
+    ok.
+
+seqs(S, RunId) ->
+    {ok, H} = aion_store:history(S, RunId, 1),
+    [Seq || {Seq, _, _, _} <- H].
+
+%%% --------------------------------------------------------------------- tests
+
+round_trip_test() ->
+    with_store(fun(S) ->
+        {ok, [[1, 2]]} =
+            aion_store:append(S, [(create(<<"r1">>, <<"w1">>))#{
+                                      events => [{<<"workflow_started">>, 5, <<"{\"a\":1}">>},
+                                                 {<<"x">>, 6, [<<"{\"b\":">>, "[1,2]", $}]}]}]),
+        ?assertEqual({ok, [{1, <<"workflow_started">>, 5, <<"{\"a\":1}">>},
+                           {2, <<"x">>, 6, <<"{\"b\":[1,2]}">>}]},
+                     aion_store:history(S, <<"r1">>, 1)),
+        {ok, Run} = aion_store:get_run(S, <<"r1">>),
+        ?assertEqual(#{run_id => <<"r1">>, workflow_id => <<"w1">>, type => <<"wf">>,
+                       status => <<"running">>, started_at => 1000, closed_at => null,
+                       parent => null, continued_from => null, search_attributes => null,
+                       stuck_reason => null, data => null, next_seq => 3}, Run),
+        ?assertEqual({error, not_found}, aion_store:get_run(S, <<"nope">>)),
+        ?assertEqual({ok, []}, aion_store:append(S, [])),
+        ?assertEqual({ok, [[]]}, aion_store:append(S, [#{run_id => <<"r1">>}]))
+    end).
+
+large_event_test() ->
+    with_store(fun(S) ->
+        ok = new_run(S, <<"big">>),
+        Data = binary:copy(<<"0123456789abcdef">>, 65536),
+        {ok, [[2]]} = aion_store:append(S, [#{run_id => <<"big">>,
+                                              events => [{<<"e">>, 1, Data}]}]),
+        {ok, [{2, <<"e">>, 1, Data}]} = aion_store:history(S, <<"big">>, 2),
+        %% empty and odd bytes round-trip as they are
+        Odd = <<0, 255, 1, 0>>,
+        {ok, [[3, 4]]} = aion_store:append(S, [#{run_id => <<"big">>,
+                                                 events => [{<<>>, -5, <<>>}, {<<"o">>, 0, Odd}]}]),
+        ?assertEqual({ok, [{3, <<>>, -5, <<>>}, {4, <<"o">>, 0, Odd}]},
+                     aion_store:history(S, <<"big">>, 3))
+    end).
+
+range_reads_test() ->
+    with_store(fun(S) ->
+        ok = new_run(S, <<"r">>),
+        {ok, [[2, 3, 4, 5]]} =
+            aion_store:append(S, [#{run_id => <<"r">>, events => [ev(N) || N <- [2, 3, 4, 5]]}]),
+        ?assertEqual([1, 2, 3, 4, 5], seqs(S, <<"r">>)),
+        {ok, Mid} = aion_store:history(S, <<"r">>, 3),
+        ?assertEqual([3, 4, 5], [Q || {Q, _, _, _} <- Mid]),
+        ?assertEqual({ok, [{5, <<"e">>, 1005, <<"{\"n\":5}">>}]},
+                     aion_store:history(S, <<"r">>, 5)),
+        ?assertEqual({ok, []}, aion_store:history(S, <<"r">>, 6)),
+        ?assertEqual({ok, []}, aion_store:history(S, <<"r">>, 1000000)),
+        ?assertEqual({ok, []}, aion_store:history(S, <<"unknown">>, 1)),
+        {ok, All} = aion_store:history(S, <<"r">>, 0),
+        ?assertEqual(5, length(All))
+    end).
+
+multi_batch_appends_test() ->
+    with_store(fun(S) ->
+        ok = new_run(S, <<"r">>),
+        ?assertEqual({ok, [[2, 3]]}, aion_store:append(S, [#{run_id => <<"r">>, events => [ev(2), ev(3)]}])),
+        ?assertEqual({ok, [[4, 5]]}, aion_store:append(S, [#{run_id => <<"r">>, events => [ev(4), ev(5)]}])),
+        %% several ops of one call, the same run twice: seqs continue
+        ok = new_run(S, <<"q">>),
+        ?assertEqual({ok, [[6], [2, 3], [7, 8]]},
+                     aion_store:append(S, [#{run_id => <<"r">>, events => [ev(6)], expected_seq => 6},
+                                           #{run_id => <<"q">>, events => [ev(2), ev(3)]},
+                                           #{run_id => <<"r">>, events => [ev(7), ev(8)],
+                                             expected_seq => 7}])),
+        ?assertEqual(lists:seq(1, 8), seqs(S, <<"r">>)),
+        ?assertMatch({ok, #{next_seq := 9}}, aion_store:get_run(S, <<"r">>))
+    end).
+
+stale_expected_seq_test() ->
+    with_store(fun(S) ->
+        ok = new_run(S, <<"r">>),
+        ok = new_run(S, <<"other">>),
+        {ok, [[2]]} = aion_store:append(S, [#{run_id => <<"r">>, events => [ev(2)], expected_seq => 2}]),
+        ?assertEqual({error, {sequence_conflict, 2, 3}},
+                     aion_store:append(S, [#{run_id => <<"other">>, events => [ev(9)],
+                                             timers_put => [{<<"t">>, 5}]},
+                                           #{run_id => <<"r">>, events => [ev(3)],
+                                             expected_seq => 2,
+                                             timers_put => [{<<"t">>, 5}],
+                                             set => #{status => <<"completed">>}}])),
+        %% nothing of the call was written (the first op included)
+        ?assertEqual([1, 2], seqs(S, <<"r">>)),
+        ?assertEqual([1], seqs(S, <<"other">>)),
+        ?assertEqual({ok, []}, aion_store:due_timers(S, 10, infinity)),
+        ?assertMatch({ok, #{status := <<"running">>, next_seq := 3}}, aion_store:get_run(S, <<"r">>)),
+        %% an expected_seq ahead of the head conflicts too; a guard without events works
+        ?assertEqual({error, {sequence_conflict, 9, 3}},
+                     aion_store:append(S, [#{run_id => <<"r">>, events => [ev(3)], expected_seq => 9}])),
+        ?assertEqual({ok, [[]]}, aion_store:append(S, [#{run_id => <<"r">>, expected_seq => 3}]))
+    end).
+
+concurrent_conditional_appends_test_() ->
+    {timeout, 60, fun() ->
+        with_store(fun(S) ->
+            ok = new_run(S, <<"r">>),
+            lists:foreach(fun(Round) ->
+                Expected = Round + 1,
+                Parent = self(),
+                Pids = [spawn_link(fun() ->
+                                       Parent ! {self(), aion_store:append(S, [#{run_id => <<"r">>,
+                                                                                 events => [ev(I)],
+                                                                                 expected_seq => Expected}])}
+                                   end) || I <- lists:seq(1, 8)],
+                Results = [receive {P, R} -> R end || P <- Pids],
+                Wins = [R || {ok, _} = R <- Results],
+                ?assertEqual([{ok, [[Expected]]}], Wins),
+                ?assertEqual(7, length([R || {error, {sequence_conflict, E, F}} = R <- Results,
+                                             E =:= Expected, F =:= Expected + 1]))
+            end, lists:seq(1, 50)),
+            ?assertEqual(lists:seq(1, 51), seqs(S, <<"r">>))
+        end)
+    end}.
+
+closed_run_test() ->
+    with_store(fun(S) ->
+        ok = new_run(S, <<"r">>),
+        {ok, [[2]]} = aion_store:append(S, [#{run_id => <<"r">>, events => [ev(2)],
+                                              timers_put => [{<<"t1">>, 10}],
+                                              tasks_put => [{<<"1">>, 1, <<"q">>, <<"{}">>}]}]),
+        {ok, [[3]]} = aion_store:append(S, [#{run_id => <<"r">>, events => [ev(3)], clear_rows => true,
+                                              set => #{status => <<"completed">>, closed_at => 77}}]),
+        ?assertEqual({ok, []}, aion_store:due_timers(S, 100, 10)),
+        ?assertEqual({ok, []}, aion_store:activity_tasks(S, <<"r">>)),
+        ?assertMatch({ok, #{status := <<"completed">>, closed_at := 77, next_seq := 4}},
+                     aion_store:get_run(S, <<"r">>)),
+        ok = new_run(S, <<"o">>),
+        ?assertEqual({error, closed},
+                     aion_store:append(S, [#{run_id => <<"o">>, events => [ev(2)]},
+                                           #{run_id => <<"r">>, events => [ev(4)],
+                                             timers_put => [{<<"t2">>, 10}]}])),
+        ?assertEqual({error, closed}, aion_store:append(S, [#{run_id => <<"r">>}])),
+        ?assertEqual([1, 2, 3], seqs(S, <<"r">>)),
+        ?assertEqual([1], seqs(S, <<"o">>)),
+        ?assertEqual({ok, []}, aion_store:due_timers(S, 100, 10)),
+        %% every terminal status closes; a status set earlier in the same call counts
+        [begin
+             Id = <<"s-", St/binary>>,
+             ok = new_run(S, Id),
+             ?assertEqual({error, closed},
+                          aion_store:append(S, [#{run_id => Id, set => #{status => St}},
+                                                #{run_id => Id, events => [ev(2)]}])),
+             {ok, [[]]} = aion_store:append(S, [#{run_id => Id, set => #{status => St}}]),
+             ?assertEqual({error, closed}, aion_store:append(S, [#{run_id => Id, events => [ev(2)]}]))
+         end || St <- [<<"completed">>, <<"failed">>, <<"cancelled">>, <<"terminated">>,
+                       <<"timed_out">>, <<"continued_as_new">>]],
+        %% allow_closed (reopen/retry) writes to a closed run
+        ?assertEqual({ok, [[4]]},
+                     aion_store:append(S, [#{run_id => <<"r">>, events => [ev(4)], allow_closed => true,
+                                             set => #{status => <<"running">>, closed_at => null}}])),
+        ?assertMatch({ok, #{status := <<"running">>, closed_at := null}}, aion_store:get_run(S, <<"r">>)),
+        ?assertEqual({ok, [[5]]}, aion_store:append(S, [#{run_id => <<"r">>, events => [ev(5)]}]))
+    end).
+
+not_found_test() ->
+    with_store(fun(S) ->
+        ?assertEqual({error, {not_found, <<"ghost">>}},
+                     aion_store:append(S, [#{run_id => <<"ghost">>, events => [ev(1)]}])),
+        ?assertEqual({error, {not_found, <<"ghost">>}},
+                     aion_store:append(S, [#{run_id => <<"ghost">>, timers_put => [{<<"t">>, 1}]}])),
+        ?assertEqual({ok, []}, aion_store:due_timers(S, 100, infinity)),
+        ?assertEqual({ok, 0}, aion_store:count(S, #{}))
+    end).
+
+concurrent_appenders_test_() ->
+    {timeout, 120, fun() ->
+        with_store(fun(S) ->
+            N = 1000,
+            Parent = self(),
+            Pids = [spawn_link(fun() ->
+                                   Id = integer_to_binary(I),
+                                   {ok, [[1]]} = aion_store:append(S, [create(Id, Id)]),
+                                   R = [aion_store:append(S, [#{run_id => Id, events => [ev(K), ev(K + 1)]}])
+                                        || K <- [2, 4, 6]],
+                                   Parent ! {self(), R}
+                               end) || I <- lists:seq(1, N)],
+            Results = [receive {P, R} -> R end || P <- Pids],
+            ?assertEqual(lists:duplicate(N, [{ok, [[2, 3]]}, {ok, [[4, 5]]}, {ok, [[6, 7]]}]), Results),
+            [?assertEqual(lists:seq(1, 7), seqs(S, integer_to_binary(I))) || I <- lists:seq(1, N)],
+            ?assertEqual({ok, N}, aion_store:count(S, #{}))
+        end)
+    end}.
+
+batch_isolation_test_() ->
+    {timeout, 60, fun() ->
+        with_store(fun(S) ->
+            Parent = self(),
+            [ok = new_run(S, integer_to_binary(I)) || I <- lists:seq(1, 100)],
+            Pids = [spawn_link(fun() ->
+                                   Id = integer_to_binary(I),
+                                   Op = case I rem 2 of
+                                            0 -> #{run_id => Id, events => [ev(2)]};
+                                            1 -> #{run_id => Id, events => [ev(2)], expected_seq => 5}
+                                        end,
+                                   Parent ! {self(), I, aion_store:append(S, [Op])}
+                               end) || I <- lists:seq(1, 100)],
+            [receive
+                 {P, I, R} when I rem 2 =:= 0 -> ?assertEqual({ok, [[2]]}, R);
+                 {P, _, R} -> ?assertEqual({error, {sequence_conflict, 5, 2}}, R)
+             end || P <- Pids],
+            [?assertEqual(case I rem 2 of 0 -> [1, 2]; 1 -> [1] end, seqs(S, integer_to_binary(I)))
+             || I <- lists:seq(1, 100)]
+        end)
+    end}.
+
+timers_test() ->
+    with_store(fun(S) ->
+        ok = new_run(S, <<"a">>),
+        ok = new_run(S, <<"b">>),
+        {ok, [[], []]} = aion_store:append(S, [#{run_id => <<"a">>, timers_put => [{<<"t1">>, 100}, {<<"t2">>, 300}]},
+                                               #{run_id => <<"b">>, timers_put => [{<<"t1">>, 200}]}]),
+        ?assertEqual({ok, []}, aion_store:due_timers(S, 99, 10)),
+        ?assertEqual({ok, [{<<"a">>, <<"t1">>, 100}]}, aion_store:due_timers(S, 100, 10)),
+        ?assertEqual({ok, [{<<"a">>, <<"t1">>, 100}, {<<"b">>, <<"t1">>, 200}]},
+                     aion_store:due_timers(S, 299, infinity)),
+        ?assertEqual({ok, [{<<"a">>, <<"t1">>, 100}]}, aion_store:due_timers(S, 1000, 1)),
+        ?assertEqual({ok, []}, aion_store:due_timers(S, 1000, 0)),
+        %% rescheduling replaces
+        {ok, [[]]} = aion_store:append(S, [#{run_id => <<"a">>, timers_put => [{<<"t1">>, 250}]}]),
+        ?assertEqual({ok, [{<<"b">>, <<"t1">>, 200}, {<<"a">>, <<"t1">>, 250}, {<<"a">>, <<"t2">>, 300}]},
+                     aion_store:due_timers(S, 1000, 10)),
+        %% take: must exist; del: need not
+        {ok, [[2]]} = aion_store:append(S, [#{run_id => <<"a">>, events => [ev(2)], timers_take => [<<"t1">>]}]),
+        ?assertEqual({error, {timer_gone, <<"t1">>}},
+                     aion_store:append(S, [#{run_id => <<"b">>, events => [ev(2)], timers_del => [<<"t1">>]},
+                                           #{run_id => <<"a">>, events => [ev(3)], timers_take => [<<"t1">>]}])),
+        ?assertEqual([1], seqs(S, <<"b">>)),
+        ?assertEqual([1, 2], seqs(S, <<"a">>)),
+        ?assertEqual({ok, [{<<"b">>, <<"t1">>, 200}, {<<"a">>, <<"t2">>, 300}]},
+                     aion_store:due_timers(S, 1000, 10)),
+        {ok, [[]]} = aion_store:append(S, [#{run_id => <<"a">>, timers_del => [<<"t1">>, <<"t2">>]}]),
+        ?assertEqual({ok, [{<<"b">>, <<"t1">>, 200}]}, aion_store:due_timers(S, 1000, 10))
+    end).
+
+tasks_test() ->
+    with_store(fun(S) ->
+        ok = new_run(S, <<"a">>),
+        ok = new_run(S, <<"b">>),
+        {ok, [[2], []]} =
+            aion_store:append(S, [#{run_id => <<"a">>, events => [ev(2)],
+                                    tasks_put => [{<<"1">>, 1, <<"default">>, <<"{\"x\":1}">>},
+                                                  {<<"2">>, 1, <<"q2">>, [<<"{}">>]}]},
+                                  #{run_id => <<"b">>, tasks_put => [{<<"1">>, 3, <<"q">>, <<"{}">>}]}]),
+        ?assertEqual({ok, [{<<"a">>, <<"1">>, 1, <<"default">>, <<"{\"x\":1}">>},
+                           {<<"a">>, <<"2">>, 1, <<"q2">>, <<"{}">>}]},
+                     aion_store:activity_tasks(S, <<"a">>)),
+        ?assertMatch({ok, [_, _, {<<"b">>, <<"1">>, 3, <<"q">>, <<"{}">>}]}, aion_store:activity_tasks(S, all)),
+        %% retry: upsert replaces the attempt
+        {ok, [[]]} = aion_store:append(S, [#{run_id => <<"a">>, tasks_put => [{<<"1">>, 2, <<"default">>, <<"{}">>}]}]),
+        ?assertMatch({ok, [{<<"a">>, <<"1">>, 2, <<"default">>, <<"{}">>}, _]}, aion_store:activity_tasks(S, <<"a">>)),
+        %% a completion racing a cancel records nothing
+        {ok, [[3]]} = aion_store:append(S, [#{run_id => <<"a">>, events => [ev(3)], tasks_take => [<<"2">>]}]),
+        ?assertEqual({error, {task_gone, <<"2">>}},
+                     aion_store:append(S, [#{run_id => <<"a">>, events => [ev(4)], tasks_take => [<<"2">>]}])),
+        ?assertEqual({error, {task_gone, <<"9">>}},
+                     aion_store:append(S, [#{run_id => <<"b">>, tasks_take => [<<"1">>, <<"9">>]}])),
+        ?assertMatch({ok, [_]}, aion_store:activity_tasks(S, <<"b">>)),
+        ?assertEqual([1, 2, 3], seqs(S, <<"a">>)),
+        {ok, [[]]} = aion_store:append(S, [#{run_id => <<"b">>, tasks_del => [<<"1">>, <<"nope">>]}]),
+        ?assertEqual({ok, []}, aion_store:activity_tasks(S, <<"b">>)),
+        {ok, [[]]} = aion_store:append(S, [#{run_id => <<"a">>, clear_rows => true,
+                                             timers_put => [{<<"t">>, 5}]}]),
+        ?assertEqual({ok, []}, aion_store:activity_tasks(S, all)),
+        %% puts come after clear_rows within one op
+        ?assertEqual({ok, [{<<"a">>, <<"t">>, 5}]}, aion_store:due_timers(S, 5, 1))
+    end).
+
+set_fields_test() ->
+    with_store(fun(S) ->
+        {ok, [[1]]} = aion_store:append(S, [create(<<"r">>, <<"w">>,
+                                                   #{parent => <<"p">>, continued_from => <<"c">>,
+                                                     search_attributes => <<"{\"k\":1}">>,
+                                                     data => [<<"{\"d\"">>, <<":1}">>]})]),
+        ?assertMatch({ok, #{parent := <<"p">>, continued_from := <<"c">>,
+                            search_attributes := <<"{\"k\":1}">>, data := <<"{\"d\":1}">>}},
+                     aion_store:get_run(S, <<"r">>)),
+        {ok, [[]]} = aion_store:append(S, [#{run_id => <<"r">>,
+                                             set => #{stuck_reason => <<"{\"why\":1}">>,
+                                                      search_attributes => <<"{}">>,
+                                                      data => <<"{\"d\":2}">>}}]),
+        ?assertMatch({ok, #{stuck_reason := <<"{\"why\":1}">>, search_attributes := <<"{}">>,
+                            data := <<"{\"d\":2}">>, status := <<"running">>, next_seq := 2}},
+                     aion_store:get_run(S, <<"r">>)),
+        {ok, [[]]} = aion_store:append(S, [#{run_id => <<"r">>, set => #{stuck_reason => null}}]),
+        ?assertMatch({ok, #{stuck_reason := null, data := <<"{\"d\":2}">>}}, aion_store:get_run(S, <<"r">>))
+    end).
+
+id_reuse_test() ->
+    with_store(fun(S) ->
+        {ok, [[1]]} = aion_store:append(S, [create(<<"r1">>, <<"w">>)]),
+        ?assertEqual({error, {already_exists, <<"r1">>}}, aion_store:append(S, [create(<<"r1">>, <<"w2">>)])),
+        %% an open run blocks every policy
+        [?assertEqual({error, {already_started, <<"r1">>}},
+                      aion_store:append(S, [create(<<"r2">>, <<"w">>, #{id_reuse_policy => P})]))
+         || P <- [allow_duplicate, allow_duplicate_failed_only, reject_duplicate]],
+        ?assertEqual({error, {already_started, <<"r1">>}}, aion_store:append(S, [create(<<"r2">>, <<"w">>)])),
+        close_run(S, <<"r1">>, <<"completed">>),
+        ?assertEqual({error, {already_started, <<"r1">>}},
+                     aion_store:append(S, [create(<<"r2">>, <<"w">>, #{id_reuse_policy => reject_duplicate})])),
+        ?assertEqual({error, {already_started, <<"r1">>}},
+                     aion_store:append(S, [create(<<"r2">>, <<"w">>,
+                                                  #{id_reuse_policy => allow_duplicate_failed_only})])),
+        ?assertEqual({ok, [[1]]},
+                     aion_store:append(S, [create(<<"r2">>, <<"w">>, #{id_reuse_policy => allow_duplicate})])),
+        ?assertMatch({ok, #{run_id := <<"r2">>}}, aion_store:current_run(S, <<"w">>)),
+        [begin
+             close_run(S, Prev, St),
+             ?assertEqual({ok, [[1]]},
+                          aion_store:append(S, [create(Next, <<"w">>,
+                                                       #{id_reuse_policy => allow_duplicate_failed_only})])),
+             ?assertMatch({ok, #{run_id := Next}}, aion_store:current_run(S, <<"w">>))
+         end || {Prev, St, Next} <- [{<<"r2">>, <<"failed">>, <<"r3">>},
+                                     {<<"r3">>, <<"cancelled">>, <<"r4">>},
+                                     {<<"r4">>, <<"terminated">>, <<"r5">>},
+                                     {<<"r5">>, <<"timed_out">>, <<"r6">>}]],
+        close_run(S, <<"r6">>, <<"continued_as_new">>),
+        ?assertEqual({error, {already_started, <<"r6">>}},
+                     aion_store:append(S, [create(<<"r7">>, <<"w">>,
+                                                  #{id_reuse_policy => allow_duplicate_failed_only})])),
+        %% reject_duplicate on a fresh workflow id is fine; a create in the same call as
+        %% a failing op is rolled back
+        ?assertEqual({ok, [[1]]},
+                     aion_store:append(S, [create(<<"x1">>, <<"wx">>, #{id_reuse_policy => reject_duplicate})])),
+        ?assertEqual({error, {not_found, <<"ghost">>}},
+                     aion_store:append(S, [create(<<"y1">>, <<"wy">>), #{run_id => <<"ghost">>}])),
+        ?assertEqual({error, not_found}, aion_store:get_run(S, <<"y1">>)),
+        ?assertEqual({error, not_found}, aion_store:current_run(S, <<"wy">>))
+    end).
+
+close_run(S, RunId, Status) ->
+    {ok, [[]]} = aion_store:append(S, [#{run_id => RunId, clear_rows => true,
+                                         set => #{status => Status, closed_at => 5000}}]),
+    ok.
+
+list_count_test() ->
+    with_store(fun(S) ->
+        Runs = [{<<"r", (integer_to_binary(I))/binary>>, I} || I <- lists:seq(1, 20)],
+        [begin
+             Type = case I rem 2 of 0 -> <<"even">>; 1 -> <<"odd">> end,
+             Parent = case I =< 5 of true -> #{parent => <<"p">>}; false -> #{} end,
+             {ok, _} = aion_store:append(S, [create(Id, Id, Parent#{type => Type,
+                                                                    started_at => 100 * (I div 2)})])
+         end || {Id, I} <- Runs],
+        [close_run2(S, Id, 10000 + I) || {Id, I} <- Runs, I rem 3 =:= 0],
+        Ids = fun({ok, L}) -> [maps:get(run_id, R) || R <- L] end,
+        {ok, All} = aion_store:list(S, #{}),
+        ?assertEqual(20, length(All)),
+        %% ordered by started_at, then run_id
+        Keys = [{maps:get(started_at, R), maps:get(run_id, R)} || R <- All],
+        ?assertEqual(lists:sort(Keys), Keys),
+        ?assertEqual({ok, 20}, aion_store:count(S, #{})),
+        ?assertEqual({ok, 10}, aion_store:count(S, #{type => <<"even">>})),
+        ?assertEqual({ok, 6}, aion_store:count(S, #{status => <<"completed">>})),
+        ?assertEqual({ok, 20}, aion_store:count(S, #{status => [<<"completed">>, <<"running">>]})),
+        ?assertEqual({ok, 0}, aion_store:count(S, #{status => []})),
+        ?assertEqual({ok, 3}, aion_store:count(S, #{status => <<"completed">>, type => <<"even">>})),
+        ?assertEqual({ok, 5}, aion_store:count(S, #{parent => <<"p">>})),
+        ?assertEqual([<<"r7">>], Ids(aion_store:list(S, #{workflow_id => <<"r7">>}))),
+        %% exclusive time bounds: started_at = 100 * (I div 2)
+        ?assertEqual([<<"r2">>, <<"r3">>], Ids(aion_store:list(S, #{started_after => 0, started_before => 200}))),
+        ?assertEqual({ok, 3}, aion_store:count(S, #{started_after => 800})),
+        ?assertEqual({ok, 2}, aion_store:count(S, #{closed_after => 10012})),
+        ?assertEqual([<<"r3">>, <<"r6">>], Ids(aion_store:list(S, #{closed_before => 10009}))),
+        ?assertEqual({ok, 1}, aion_store:count(S, #{closed_after => 10003, closed_before => 10009})),
+        %% pages of 3 through the cursor visit every run once, in order
+        Pages = page(S, #{limit => 3}, []),
+        ?assertEqual([maps:get(run_id, R) || R <- All], Pages),
+        ?assertEqual({ok, []}, aion_store:list(S, #{limit => 0})),
+        ?assertEqual([<<"r10">>, <<"r11">>], Ids(aion_store:list(S, #{cursor => {400, <<"r9">>}, limit => 2}))),
+        {ok, ByStatus} = aion_store:runs_by_status(S, [<<"completed">>]),
+        ?assertEqual([<<"r3">>, <<"r6">>, <<"r9">>, <<"r12">>, <<"r15">>, <<"r18">>],
+                     [maps:get(run_id, R) || R <- ByStatus]),
+        ?assertEqual({ok, []}, aion_store:runs_by_status(S, [])),
+        {ok, Both} = aion_store:runs_by_status(S, [<<"completed">>, <<"running">>]),
+        ?assertEqual(20, length(Both))
+    end).
+
+close_run2(S, Id, ClosedAt) ->
+    {ok, [[]]} = aion_store:append(S, [#{run_id => Id, set => #{status => <<"completed">>,
+                                                               closed_at => ClosedAt}}]),
+    ok.
+
+page(S, Filter, Acc) ->
+    {ok, L} = aion_store:list(S, Filter),
+    case L of
+        [] -> lists:append(lists:reverse(Acc));
+        _ ->
+            #{started_at := T, run_id := Id} = lists:last(L),
+            page(S, Filter#{cursor => {T, Id}}, [[maps:get(run_id, R) || R <- L] | Acc])
+    end.
+
+reopen_and_options_test() ->
+    Path = tmp_path("reopen"),
+    try
+        {ok, S1} = aion_store:open(Path, #{synchronous => normal, busy_timeout => 10,
+                                           checkpoint_interval => 20}),
+        ok = new_run(S1, <<"r">>),
+        {ok, [[2]]} = aion_store:append(S1, [#{run_id => <<"r">>, events => [ev(2)],
+                                               timers_put => [{<<"t">>, 9}]}]),
+        ok = aion_store:checkpoint(S1),
+        ok = aion_store:close(S1),
+        {ok, S2} = aion_store:open(list_to_binary(Path), #{}),
+        ?assertEqual([1, 2], seqs(S2, <<"r">>)),
+        ?assertEqual({ok, [{<<"r">>, <<"t">>, 9}]}, aion_store:due_timers(S2, 9, 1)),
+        {ok, [[3]]} = aion_store:append(S2, [#{run_id => <<"r">>, events => [ev(3)]}]),
+        ok = aion_store:close(S2)
+    after
+        rm_db(Path)
+    end.
+
+checkpoint_runs_in_background_test_() ->
+    {timeout, 60, fun() ->
+        Path = tmp_path("ckpt"),
+        try
+            {ok, S} = aion_store:open(Path, #{checkpoint_interval => 50}),
+            ok = new_run(S, <<"r">>),
+            Big = binary:copy(<<"x">>, 4000),
+            %% ~8,000 pages through the WAL: the size threshold wakes the checkpointer
+            [{ok, _} = aion_store:append(S, [#{run_id => <<"r">>, events => [{<<"e">>, 1, Big}]}])
+             || _ <- lists:seq(1, 8000)],
+            %% pages reach the main file only through checkpoints, and the WAL stays
+            %% below the data written (it restarts after each complete checkpoint)
+            Sizes = fun() -> {filelib:file_size(Path), filelib:file_size(Path ++ "-wal")} end,
+            ?assertEqual(ok, wait_until(fun() ->
+                                            {ok, [_]} = aion_store:append(S, [#{run_id => <<"r">>,
+                                                                                events => [{<<"e">>, 1, <<"{}">>}]}]),
+                                            {Db, Wal} = Sizes(),
+                                            Db > 25000000 andalso Wal < 40000000
+                                        end, 20000), Sizes()),
+            ok = aion_store:close(S)
+        after
+            rm_db(Path)
+        end
+    end}.
+
+wait_until(Fun, Ms) ->
+    Deadline = erlang:monotonic_time(millisecond) + Ms,
+    wait_until_(Fun, Deadline).
+
+wait_until_(Fun, Deadline) ->
+    case Fun() of
+        true -> ok;
+        false ->
+            case erlang:monotonic_time(millisecond) > Deadline of
+                true -> timeout;
+                false -> receive after 10 -> wait_until_(Fun, Deadline) end
+            end
+    end.
+
+double_close_and_use_after_close_test() ->
+    Path = tmp_path("closed"),
+    {ok, S} = aion_store:open(Path, #{}),
+    ok = new_run(S, <<"r">>),
+    ?assertEqual(ok, aion_store:close(S)),
+    ?assertEqual(ok, aion_store:close(S)),
+    Calls = [fun() -> aion_store:append(S, [#{run_id => <<"r">>}]) end,
+             fun() -> aion_store:append(S, []) end,
+             fun() -> aion_store:history(S, <<"r">>, 1) end,
+             fun() -> aion_store:get_run(S, <<"r">>) end,
+             fun() -> aion_store:current_run(S, <<"w">>) end,
+             fun() -> aion_store:runs_by_status(S, [<<"running">>]) end,
+             fun() -> aion_store:list(S, #{}) end,
+             fun() -> aion_store:count(S, #{}) end,
+             fun() -> aion_store:due_timers(S, 1, 1) end,
+             fun() -> aion_store:activity_tasks(S, all) end,
+             fun() -> aion_store:checkpoint(S) end],
+    [?assertError(closed, F()) || F <- Calls],
+    rm_db(Path).
+
+close_drains_queued_appends_test_() ->
+    {timeout, 60, fun() ->
+        Path = tmp_path("drain"),
+        try
+            {ok, S} = aion_store:open(Path, #{}),
+            [ok = new_run(S, integer_to_binary(I)) || I <- lists:seq(1, 200)],
+            Parent = self(),
+            Pids = [spawn_link(fun() ->
+                                   Id = integer_to_binary(I),
+                                   Parent ! {self(), loop_until_closed(S, Id, 2)}
+                               end) || I <- lists:seq(1, 200)],
+            %% let them run until at least a few hundred appends committed
+            ok = wait_until(fun() -> {ok, N} = total_events(S), N > 600 end, 20000),
+            ok = aion_store:close(S),
+            Acked = [receive {P, Last} -> {integer_to_binary(I), Last} end
+                     || {P, I} <- lists:zip(Pids, lists:seq(1, 200))],
+            {ok, S2} = aion_store:open(Path, #{}),
+            %% every acknowledged append is there; nothing beyond it
+            [?assertEqual(lists:seq(1, Last), seqs(S2, Id)) || {Id, Last} <- Acked],
+            ok = aion_store:close(S2)
+        after
+            rm_db(Path)
+        end
+    end}.
+
+total_events(S) ->
+    {ok, Runs} = aion_store:list(S, #{}),
+    {ok, lists:sum([maps:get(next_seq, R) - 1 || R <- Runs])}.
+
+%% Appends until the store is closed; returns the last acknowledged seq.
+loop_until_closed(S, Id, Next) ->
+    try aion_store:append(S, [#{run_id => Id, events => [ev(Next)], expected_seq => Next}]) of
+        {ok, [[Next]]} -> loop_until_closed(S, Id, Next + 1)
+    catch
+        error:closed -> Next - 1
+    end.
+
+killed_caller_test_() ->
+    {timeout, 60, fun() ->
+        with_store(fun(S) ->
+            [ok = new_run(S, integer_to_binary(I)) || I <- lists:seq(1, 50)],
+            Pids = [spawn(fun() -> loop_until_closed(S, integer_to_binary(I), 2) end)
+                    || I <- lists:seq(1, 50)],
+            ok = wait_until(fun() -> {ok, N} = total_events(S), N > 200 end, 20000),
+            [begin
+                 M = monitor(process, P),
+                 exit(P, kill),
+                 receive {'DOWN', M, _, _, _} -> ok end
+             end || P <- Pids],
+            %% the store carries on; histories are gap-free
+            %% appends queued by the killed callers are still committed: FIFO, so once
+            %% a later append of ours returned, theirs are in
+            {ok, _} = aion_store:append(S, [#{run_id => integer_to_binary(I)} || I <- lists:seq(1, 50)]),
+            [begin
+                 Id = integer_to_binary(I),
+                 {ok, #{next_seq := NS}} = aion_store:get_run(S, Id),
+                 ?assertEqual(lists:seq(1, NS - 1), seqs(S, Id)),
+                 ?assertEqual({ok, [[NS]]}, aion_store:append(S, [#{run_id => Id, events => [ev(0)],
+                                                                    expected_seq => NS}]))
+             end || I <- lists:seq(1, 50)]
+        end)
+    end}.
+
+unclosed_handle_is_released_test() ->
+    Path = tmp_path("gc"),
+    Parent = self(),
+    {Pid, M} = spawn_monitor(fun() ->
+                                 {ok, S} = aion_store:open(Path, #{}),
+                                 ok = new_run(S, <<"r">>),
+                                 Parent ! opened
+                             end),
+    receive opened -> ok end,
+    receive {'DOWN', M, process, Pid, normal} -> ok end,
+    erlang:garbage_collect(),
+    %% the destructor closed the database; it opens again with the data
+    {ok, S2} = aion_store:open(Path, #{}),
+    ?assertEqual([1], seqs(S2, <<"r">>)),
+    ok = aion_store:close(S2),
+    rm_db(Path).
+
+badarg_test() ->
+    with_store(fun(S) ->
+        {aion_store_sqlite, Ref} = S,
+        ok = new_run(S, <<"r">>),
+        Bad = [not_a_list,
+               [not_a_map],
+               [#{}],
+               [#{run_id => "r"}],
+               [#{run_id => <<"r">>, unknown_key => 1}],
+               [#{run_id => <<"r">>, events => [{<<"t">>, 1}]}],
+               [#{run_id => <<"r">>, events => [{"t", 1, <<"{}">>}]}],
+               [#{run_id => <<"r">>, events => [{<<"t">>, 1.5, <<"{}">>}]}],
+               [#{run_id => <<"r">>, events => [{<<"t">>, 1, {bad}}]}],
+               [#{run_id => <<"r">>, events => not_a_list}],
+               [#{run_id => <<"r">>, events => [{<<"t">>, 1, <<"{}">>} | improper]}],
+               [#{run_id => <<"r">>, events => [{<<"t">>, 1 bsl 64, <<"{}">>}]}],
+               [#{run_id => <<"r">>, expected_seq => 0}],
+               [#{run_id => <<"r">>, allow_closed => yes}],
+               [#{run_id => <<"r">>, clear_rows => 1}],
+               [#{run_id => <<"r">>, timers_put => [{<<"t">>, x}]}],
+               [#{run_id => <<"r">>, timers_take => [t]}],
+               [#{run_id => <<"r">>, tasks_put => [{<<"1">>, 1, <<"q">>}]}],
+               [#{run_id => <<"r">>, tasks_del => <<"1">>}],
+               [#{run_id => <<"r">>, set => #{status => running}}],
+               [#{run_id => <<"r">>, set => #{what => 1}}],
+               [#{run_id => <<"r">>, set => not_a_map}],
+               [#{run_id => <<"x">>, create => #{workflow_id => <<"w">>}}],
+               [#{run_id => <<"x">>, create => #{workflow_id => <<"w">>, type => <<"t">>,
+                                                 status => <<"s">>, started_at => 1,
+                                                 id_reuse_policy => sometimes}}],
+               [#{run_id => <<"r">>}, bad]],
+        [?assertError(badarg, aion_store:append(S, Ops)) || Ops <- Bad],
+        %% nothing was written by any of them
+        ?assertEqual([1], seqs(S, <<"r">>)),
+        ?assertError(badarg, aion_nif:store_append(Ref, not_a_ref, [])),
+        ?assertError(badarg, aion_store:append({aion_store_sqlite, make_ref()}, [])),
+        ?assertError(badarg, aion_store:history(S, "r", 1)),
+        ?assertError(badarg, aion_store:history(S, <<"r">>, one)),
+        ?assertError(badarg, aion_store:get_run(S, r)),
+        ?assertError(badarg, aion_store:current_run(S, 1)),
+        ?assertError(badarg, aion_store:runs_by_status(S, <<"running">>)),
+        ?assertError(badarg, aion_store:runs_by_status(S, [running])),
+        ?assertError(badarg, aion_store:list(S, #{bogus => 1})),
+        ?assertError(badarg, aion_store:list(S, #{limit => -1})),
+        ?assertError(badarg, aion_store:list(S, #{cursor => {1, 2}})),
+        ?assertError(badarg, aion_store:list(S, #{status => [<<"a">>, b]})),
+        ?assertError(badarg, aion_store:count(S, [])),
+        ?assertError(badarg, aion_store:due_timers(S, 1, -1)),
+        ?assertError(badarg, aion_store:due_timers(S, now, 1)),
+        ?assertError(badarg, aion_store:activity_tasks(S, some)),
+        ?assertError(badarg, aion_store:checkpoint({aion_store_sqlite, self()})),
+        ?assertError(badarg, aion_store:close({aion_store_sqlite, make_ref()})),
+        ?assertError(badarg, aion_store:open("/tmp/x.db", #{synchronous => off})),
+        ?assertError(badarg, aion_store:open("/tmp/x.db", #{busy_timeout => -1})),
+        ?assertError(badarg, aion_store:open("/tmp/x.db", #{checkpoint_interval => 0})),
+        ?assertError(badarg, aion_store:open("/tmp/x.db", #{bogus => 1})),
+        ?assertError(badarg, aion_store:open("", #{})),
+        ?assertError(badarg, aion_store:open(<<"a", 0, "b">>, #{})),
+        ?assertError(badarg, aion_store:open("/tmp/x.db", [])),
+        %% the store still works
+        ?assertEqual({ok, [[2]]}, aion_store:append(S, [#{run_id => <<"r">>, events => [ev(2)]}]))
+    end).
+
+schema_too_new_test() ->
+    Path = tmp_path("schema"),
+    try
+        {ok, S} = aion_store:open(Path, #{}),
+        ok = aion_store:close(S),
+        "" = os:cmd("/usr/bin/sqlite3 " ++ Path ++ " 'UPDATE schema_version SET version = 99'"),
+        ?assertEqual({error, {schema_too_new, 99, 1}}, aion_store:open(Path, #{})),
+        "" = os:cmd("/usr/bin/sqlite3 " ++ Path ++ " 'UPDATE schema_version SET version = 1'"),
+        {ok, S2} = aion_store:open(Path, #{}),
+        ok = aion_store:close(S2)
+    after
+        rm_db(Path)
+    end.
+
+not_a_database_test() ->
+    Path = tmp_path("garbage"),
+    try
+        ok = file:write_file(Path, binary:copy(<<"this is not a database">>, 100)),
+        ?assertMatch({error, {sqlite, 26, _}}, aion_store:open(Path, #{})),
+        ?assertMatch({error, {sqlite, _, _}}, aion_store:open("/nonexistent/dir/x.db", #{}))
+    after
+        rm_db(Path)
+    end.
+
+reads_concurrent_with_writes_test_() ->
+    {timeout, 60, fun() ->
+        with_store(fun(S) ->
+            ok = new_run(S, <<"r">>),
+            Parent = self(),
+            W = spawn_link(fun() -> Parent ! {self(), write_n(S, 2, 500)} end),
+            Readers = [spawn_link(fun() -> Parent ! {self(), read_until(S, 501)} end)
+                       || _ <- lists:seq(1, 4)],
+            [receive {P, ok} -> ok end || P <- [W | Readers]],
+            ?assertEqual(lists:seq(1, 501), seqs(S, <<"r">>))
+        end)
+    end}.
+
+write_n(_S, N, Max) when N > Max + 1 -> ok;
+write_n(S, N, Max) ->
+    {ok, [[N]]} = aion_store:append(S, [#{run_id => <<"r">>, events => [ev(N)]}]),
+    write_n(S, N + 1, Max).
+
+%% Every read sees a gap-free prefix of the history.
+read_until(S, Last) ->
+    {ok, H} = aion_store:history(S, <<"r">>, 1),
+    Seqs = [Q || {Q, _, _, _} <- H],
+    ?assertEqual(lists:seq(1, length(Seqs)), Seqs),
+    case length(Seqs) >= Last of
+        true -> ok;
+        false -> read_until(S, Last)
+    end.
