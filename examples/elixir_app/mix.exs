@@ -14,6 +14,8 @@ defmodule ElixirApp.MixProject do
       version: "0.1.0",
       elixir: "~> 1.14",
       start_permanent: false,
+      # build outside examples/: rebar3 copies examples/ (its extra_src_dirs) into _build
+      build_path: "../../_build/elixir",
       deps: deps()
     ]
   end
