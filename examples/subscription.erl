@@ -27,9 +27,9 @@ run(#{<<"customer">> := Customer} = In) ->
     Periods = maps:get(<<"periods">>, In, 0),
     PeriodMs = maps:get(<<"period_ms">>, In, ?MONTH),
     ok = aion_workflow:set_query_handler(<<"period">>, fun(_) -> Period end),
+    Bill = maps:with([<<"customer">>, <<"shop">>, <<"amount">>], In),
     {ok, _Receipt} = aion_workflow:execute_activity(
-                       {?MODULE, bill}, [maps:with([<<"customer">>, <<"shop">>, <<"amount">>], In)
-                                         #{<<"period">> => Period}],
+                       {?MODULE, bill}, [Bill#{<<"period">> => Period}],
                        #{start_to_close_timeout => 5000,
                          retry => #{initial_interval => 500, maximum_attempts => 0}}),
     case Periods =/= 0 andalso Period >= Periods of
