@@ -20,9 +20,13 @@ cli:
 	@mkdir -p bin
 	cp _build/default/bin/aion bin/aion
 
-## The main job (the durable-workflow demo).
+## The main job (the durable-workflow demo): 500 orders, kill -9 half-way.
 demo: build
 	./scripts/demo.sh
+
+## The same with 100 orders (CI).
+demo-ci: build
+	ORDERS=100 ./scripts/demo.sh
 
 ## Every test: EUnit, Common Test, static checks.
 test: build
