@@ -162,13 +162,20 @@ engine_name() ->
     list_to_atom("aion_demo_engine_" ++ os:getpid() ++ "@" ++ Host).
 
 start_engine(Node, Db, Paths, Log) ->
+    start_engine(Node, Db, Paths, Log, 5).
+
+start_engine(Node, _Db, _Paths, Log, 0) ->
+    error({engine_does_not_start, Node, {see, Log}});
+start_engine(Node, Db, Paths, Log, Tries) ->
     [Name, _] = string:split(atom_to_list(Node), "@"),
     Erl = os:find_executable("erl"),
     PathArgs = lists:append([["-pa", P] || P <- Paths]),
     Args = ["-sname", Name, "-setcookie", atom_to_list(erlang:get_cookie()), "-noshell",
             "+sbwt", "none" | PathArgs] ++
            ["-eval", "aion_demo:engine_main(\"" ++ Db ++ "\")"],
-    Cmd = "exec " ++ lists:join(" ", [sh_quote(A) || A <- [Erl | Args]]) ++
+    %% open_port's spawn runs the command as `sh -c "exec ..."': the port's OS
+    %% process is the engine node itself
+    Cmd = lists:join(" ", [sh_quote(A) || A <- [Erl | Args]]) ++
           " >>" ++ sh_quote(Log) ++ " 2>&1",
     Port = open_port({spawn, lists:flatten(Cmd)}, [exit_status]),
     case wait_ready(Node, Port, now_ms() + 30000) of
@@ -176,7 +183,7 @@ start_engine(Node, Db, Paths, Log) ->
         {exited, S} ->
             %% the old instance's name may linger in epmd for a moment: try again
             say("engine exited at start (status ~b); retrying", [S]),
-            start_engine(Node, Db, Paths, Log)
+            start_engine(Node, Db, Paths, Log, Tries - 1)
     end.
 
 sh_quote(S) -> "'" ++ lists:flatten(string:replace(S, "'", "'\\''", all)) ++ "'".

@@ -227,9 +227,9 @@ describe(Store, Id) ->
                       {"search_attributes", maps:get(search_attributes, Run)},
                       {"stuck_reason", maps:get(stuck_reason, Run)},
                       {"pending_activities",
-                       [[A, " (attempt ", integer_to_list(N), ", queue ", Q, ")"]
-                        || {_, A, N, Q, _} <- Tasks]},
-                      {"pending_timers", [[T, " at ", time(At)] || {T, At} <- MyTimers]}],
+                       joined([[A, " (attempt ", integer_to_list(N), ", queue ", Q, ")"]
+                               || {_, A, N, Q, _} <- Tasks])},
+                      {"pending_timers", joined([[T, " at ", time(At)] || {T, At} <- MyTimers])}],
             {ok, [io_lib:format("~-20s ~ts~n", [K, show(V)]) || {K, V} <- Fields]}
     end.
 
@@ -301,11 +301,15 @@ show([]) -> "-";
 show(L) when is_list(L) ->
     case io_lib:char_list(L) of
         true -> L;
-        false -> try iolist_to_binary(lists:join(", ", L))
-                 catch _:_ -> io_lib:format("~0p", [L])
-                 end
+        false -> json_or_term(L)
     end;
 show(V) ->
+    json_or_term(V).
+
+joined([]) -> null;
+joined(Items) -> iolist_to_binary(lists:join(", ", Items)).
+
+json_or_term(V) ->
     case aion_json:encode_bin(V) of
         {ok, J} -> J;
         {error, _} -> io_lib:format("~0p", [V])
