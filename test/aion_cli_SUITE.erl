@@ -286,5 +286,5 @@ remote_commands(_Config) ->
     case [F || {F, A} <- [{signal, 3}, {cancel, 2}, {terminate, 2}],
                not erlang:function_exported(aion, F, A)] of
         [] -> {skip, "remote command test not written yet: needs a running engine node"};
-        Missing -> {skip, io_lib:format("aion does not export ~p yet", [Missing])}
+        Missing -> {skip, lists:flatten(io_lib:format("aion does not export ~p yet", [Missing]))}
     end.
