@@ -94,3 +94,35 @@ gc_test() ->
     {ok, Db} = aion_sql:open(P),
     ?assertEqual({ok, [{1}]}, aion_sql:query(Db, "SELECT 1")),
     ok = aion_sql:close(Db).
+
+%% Closing a handle while other processes run queries on it: each query either
+%% completes or raises `closed'; nothing crashes, nothing hangs.
+close_races_queries_test() ->
+    {ok, Db} = aion_sql:open(tmp("race")),
+    ok = aion_sql:exec(Db, "CREATE TABLE t(a); INSERT INTO t VALUES (1), (2), (3)"),
+    Self = self(),
+    Pids = [spawn_link(fun() -> Self ! {done, self(), race_loop(Db, 0)} end) || _ <- lists:seq(1, 8)],
+    {ok, _} = aion_sql:query(Db, "SELECT count(*) FROM t"),
+    ok = aion_sql:close(Db),
+    Counts = [receive {done, P, N} -> N after 30000 -> error(timeout) end || P <- Pids],
+    ?assert(lists:all(fun(N) -> N >= 0 end, Counts)).
+
+race_loop(Db, N) when N < 100000 ->
+    try aion_sql:query(Db, "SELECT a FROM t WHERE a > ?", [N rem 3]) of
+        {ok, _} -> race_loop(Db, N + 1)
+    catch error:closed -> N
+    end;
+race_loop(_Db, N) ->
+    N.
+
+%% A caller killed while its query runs leaves the handle usable.
+killed_caller_test() ->
+    {ok, Db} = aion_sql:open(tmp("killed")),
+    ok = aion_sql:exec(Db, "CREATE TABLE t(a)"),
+    Pid = spawn(fun() ->
+                        aion_sql:query(Db, "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1"
+                                           " FROM c WHERE x < 2000000) SELECT count(*) FROM c")
+                end),
+    exit(Pid, kill),
+    ?assertEqual({ok, 1}, aion_sql:execute(Db, "INSERT INTO t VALUES (1)", [])),
+    ok = aion_sql:close(Db).
