@@ -64,7 +64,7 @@ run_demo(N, Work, Paths, T0) ->
     Log = filename:join(Work, "engine.log"),
     {Port1, _} = start_engine(Engine, Db, Paths, Log),
     say("engine node ~s up on a fresh database ~s", [Engine, Db]),
-    rand:seed(exsss, 2024),
+    _ = rand:seed(exsss, 2024),
     Plans = [plan(I, Url, Signals, Cancel) || I <- lists:seq(1, N)],
     TStart = now_ms(),
     ok = pmap(fun({Id, Input, _}) -> {ok, _} = start_order(Engine, Id, Input), ok end, Plans, 16),

@@ -13,7 +13,7 @@
          end_per_group/2, init_per_testcase/2, end_per_testcase/2]).
 -export([happy_path/1, payment_503_then_success/1, hung_charge_retried/1, out_of_stock/1,
          approval_timeout_compensates/1, approval_rejected_compensates/1,
-         cancel_midway_compensates/1, kill9_reserve/1, kill9_charge/1, kill9_ship/1,
+         cancel_midway_compensates/1, status_query/1, kill9_reserve/1, kill9_charge/1, kill9_ship/1,
          kill9_awaiting_approval/1]).
 
 -define(ENGINE, saga_engine).
@@ -24,14 +24,14 @@ all() ->
 groups() ->
     [{in_node, [], [happy_path, payment_503_then_success, hung_charge_retried, out_of_stock,
                     approval_timeout_compensates, approval_rejected_compensates,
-                    cancel_midway_compensates]},
+                    cancel_midway_compensates, status_query]},
      {kill9, [], [kill9_reserve, kill9_charge, kill9_ship, kill9_awaiting_approval]}].
 
 init_per_suite(Config) ->
     case [M || M <- [aion_json, aion_engine, aion_workflow],
                code:ensure_loaded(M) =/= {module, M}] of
         [] ->
-            ok = application:load(aion),
+            _ = application:load(aion),
             ok = application:set_env(aion, start_default_engine, false),
             {ok, _} = application:ensure_all_started(aion),
             ok = shop_client:ensure_started(),
@@ -76,9 +76,11 @@ end_per_testcase(Case, Config) ->
 
 needs(C) when C =:= approval_timeout_compensates; C =:= approval_rejected_compensates;
               C =:= kill9_awaiting_approval ->
-    [{aion, signal, 3}, {aion_workflow, receive_signal, 2}];
+    [{aion, signal, 3}, {aion, signal, 4}, {aion_workflow, receive_signal, 2}];
 needs(cancel_midway_compensates) ->
-    [{aion, cancel, 2}];
+    [{aion, cancel, 2}, {aion, cancel, 3}, {aion, query, 5}, {aion_workflow, receive_signal, 2}];
+needs(status_query) ->
+    [{aion, query, 5}, {aion, signal, 4}, {aion_workflow, receive_signal, 2}];
 needs(_) ->
     [].
 
@@ -170,6 +172,15 @@ cancel_midway_compensates(Config) ->
     ok = aion:cancel(Id, <<"customer">>, #{engine => ?ENGINE}),
     {error, {cancelled, _}} = await(Id),
     {ok, #{charged := 1, refunded := 1}} = ledger(Config, #{Id => compensated}).
+
+%% The `status' query follows the stages; a closed run answers not_running.
+status_query(Config) ->
+    Id = start(order(Config, <<"o-query">>, #{<<"approval">> => <<"signal">>,
+                                              <<"approval_timeout">> => 30000})),
+    ok = wait_stage(Id, <<"awaiting_approval">>),
+    ok = aion:signal(Id, <<"approve">>, #{<<"approved">> => true}, #{engine => ?ENGINE}),
+    {ok, #{<<"status">> := <<"shipped">>}} = await(Id),
+    {error, not_running} = aion:query(Id, <<"status">>, [], 5000, #{engine => ?ENGINE}).
 
 wait_stage(Id, Stage) ->
     wait_stage(Id, Stage, erlang:monotonic_time(millisecond) + 20000).

@@ -22,7 +22,8 @@ ensure_started() ->
 %% @doc `POST BaseUrl/Op' with form parameters; `TimeoutMs' bounds the whole request.
 %% Returns `{ok, HttpStatus, Answer}' (the answer's fields as a map of binaries) or
 %% `{error, Reason}' (`timeout', connection errors).
--spec call(string(), atom() | string(), [{binary() | string(), binary() | string() | integer()}],
+-spec call(string(), atom() | string(),
+           [{atom() | binary() | string(), atom() | binary() | string() | integer()}],
            pos_integer()) -> {ok, pos_integer(), #{binary() => binary()}} | {error, term()}.
 call(BaseUrl, Op, Params, TimeoutMs) ->
     ok = ensure_started(),
