@@ -290,12 +290,15 @@ report(H, _Db, Shop, Plans, #{kill := TKill, restart := TRestart, up := TUp,
     [io:format("  ~-12s ~5b~n", [S, C]) || {S, C} <- lists:sort(maps:to_list(ByStatus))],
     io:format("planned: ~s~n", [plan_summary(Plans, Signals)]),
     {ok, Failed} = aion_sql:query(H, <<"SELECT data FROM events WHERE type = 'activity_failed'">>),
-    Errors = [failure_kind(D) || {D} <- Failed],
+    Kinds = [failure_kind(D) || {D} <- Failed],
+    Errors = [K || {false, K} <- Kinds],
     Timeouts = length([x || timeout <- Errors]),
+    Unavailable = length([x || unavailable <- Errors]),
     Stats = shop_server:stats(Shop),
-    io:format("activity attempts failed and retried: ~b (timeouts ~b, HTTP 503 ~b, other ~b)~n",
-              [length(Errors), Timeouts, length([x || unavailable <- Errors]),
-               length(Errors) - Timeouts - length([x || unavailable <- Errors])]),
+    io:format("activity attempts failed and retried: ~b (timeouts ~b, HTTP 503 ~b, other ~b);"
+              " final activity failures (out of stock, declined): ~b~n",
+              [length(Errors), Timeouts, Unavailable, length(Errors) - Timeouts - Unavailable,
+               length([x || {true, _} <- Kinds])]),
     io:format("shop: ~b requests, ~b answered 503, ~b hung, ~b answered from an idempotency key~n",
               [maps:get(requests, Stats), maps:get(failed_503, Stats), maps:get(hung, Stats),
                maps:get(replayed, Stats)]),
@@ -337,12 +340,15 @@ plan_summary(Plans, false) ->
 
 failure_kind(Data) ->
     try aion_event:decode({1, <<"activity_failed">>, 0, Data}) of
-        #{error := {activity_timeout, _}} -> timeout;
-        #{error := timeout} -> timeout;
-        #{error := unavailable} -> unavailable;
-        _ -> other
-    catch _:_ -> other
+        #{error := E} = Ev -> {maps:get(final, Ev, false) =:= true, error_kind(E)};
+        Ev -> {maps:get(final, Ev, false) =:= true, other}
+    catch _:_ -> {false, other}
     end.
+
+error_kind({activity_timeout, _}) -> timeout;
+error_kind(timeout) -> timeout;
+error_kind(unavailable) -> unavailable;
+error_kind(_) -> other.
 
 %% One order's history: preferably one that was in flight across the kill and
 %% retried something; else any completed one.
