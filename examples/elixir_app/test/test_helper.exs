@@ -11,3 +11,8 @@ else
   IO.puts("aion_engine or aion_json is not built yet: excluding :needs_engine tests")
   ExUnit.start(exclude: [:needs_engine])
 end
+
+ExUnit.after_suite(fn _ ->
+  _ = Application.stop(:aion)
+  for suffix <- ["", "-wal", "-shm"], do: File.rm(db <> suffix)
+end)
