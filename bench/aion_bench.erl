@@ -74,9 +74,10 @@ header(Quick) ->
     #{sqlite_version := Sql} = aion_nif:build_info(),
     Json = case code:which(aion_json) of
                non_existing -> "missing";
-               P -> case string:find(P, "/shim/") of
-                        nomatch -> "nif (json branch)";
-                        _ -> "pure-Erlang shim (bench/shim/aion_json.erl; json NIF not merged)"
+               P -> case {string:find(P, "/shim/"), string:find(P, "/shim_etf/")} of
+                        {nomatch, nomatch} -> "nif (json branch)";
+                        {_, nomatch} -> "pure-Erlang shim (bench/shim/aion_json.erl; json NIF not merged)";
+                        _ -> "ETF STAND-IN (BENCH_JSON=etf, bench/shim_etf; estimates a C codec, not JSON)"
                     end
            end,
     {ok, Host} = inet:gethostname(),
@@ -168,8 +169,14 @@ tail(Log) ->
     Lines = binary:split(B, <<"\n">>, [global, trim]),
     iolist_to_binary(lists:join(<<" | ">>, lists:nthtail(max(0, length(Lines) - 5), Lines))).
 
+%% In this node's code path order, so the children load the same aion_json.
 bench_paths() ->
-    lists:usort([filename:dirname(code:which(M)) || M <- [aion, aion_json, ?MODULE]]).
+    Dirs = [filename:absname(filename:dirname(code:which(M)))
+            || M <- [aion, aion_json, ?MODULE]],
+    lists:usort(Dirs) =:= lists:usort([filename:absname(D) || D <- code:get_path(),
+                                                             lists:member(filename:absname(D), Dirs)])
+        orelse error({bench_paths, Dirs}),
+    [filename:absname(D) || D <- code:get_path(), lists:member(filename:absname(D), Dirs)].
 
 %%% ===========================================================================
 %%% Child node
@@ -210,7 +217,8 @@ env_int(Var, Full, Quick) ->
 
 result(Name, Value, Unit, Extra) ->
     V = case Value of
-            F when is_float(F) -> io_lib:format("~.4g", [F]);
+            F when is_float(F), abs(F) >= 100 -> integer_to_list(round(F));
+            F when is_float(F) -> float_to_list(F, [{decimals, 3}, compact]);
             I when is_integer(I) -> integer_to_list(I);
             S -> S
         end,
@@ -485,8 +493,9 @@ timers(Dir, SyncS) ->
     true = register(?COLLECTOR, self()),
     erlang:garbage_collect(),
     {Mem0, Rss0} = {erlang:memory(total), rss()},
+    M0 = erlang:memory(),
     C = 256,
-    Rate = list_to_integer(os:getenv("BENCH_TIMER_START_RATE", "1500")),
+    Rate = list_to_integer(os:getenv("BENCH_TIMER_START_RATE", "4000")),
     T0 = erlang:system_time(millisecond),
     Base = T0 + (N * 1000) div Rate + 2000,
     Self = self(),
@@ -507,6 +516,17 @@ timers(Dir, SyncS) ->
     Resident = Total - length(Fired0),
     {Mem1, Rss1} = {erlang:memory(total), rss()},
     Procs = erlang:memory(processes),
+    M1 = erlang:memory(),
+    Delta = fun(K) -> (proplists:get_value(K, M1) - proplists:get_value(K, M0)) div Resident end,
+    #{runs := RunsTab} = aion_ctx:get(?ENGINE),
+    Sample = lists:sublist([P || {_, P} <- ets:tab2list(RunsTab)], 1000),
+    PInfo = [erlang:process_info(P, [memory, total_heap_size, stack_size, dictionary])
+             || P <- Sample],
+    Avg = fun(K) -> lists:sum([W || I <- PInfo, is_list(I), {K2, W} <- I, K2 =:= K])
+                        div max(1, length([I || I <- PInfo, is_list(I)])) end,
+    AvgDict = lists:sum([erts_debug:flat_size(D) || I <- PInfo, is_list(I),
+                                                  {dictionary, D} <- I])
+        div max(1, length(PInfo)),
     Lat = lists:sort(Early ++ wait_fired(length(Fired0), Total, Base + 30000)),
     ok = stop_engine(),
     result("timers_lateness", pct(Lat, 0.99), "ms",
@@ -515,8 +535,13 @@ timers(Dir, SyncS) ->
                          [pct(Lat, 0.5), pct(Lat, 0.99), lists:last(Lat), length(Lat),
                           (T1 - T0) / 1000, length(Fired0)])),
     result("timers_memory_erlang", round((Mem1 - Mem0) / Resident), "bytes/workflow",
-           io_lib:format("erlang:memory(total) delta over ~b resident sleeping runs; "
-                         "processes ~b MB total", [Resident, Procs div 1048576])),
+           io_lib:format("erlang:memory(total) delta over ~b resident sleeping runs; per run: "
+                         "processes ~b B, ets ~b B, binary ~b B, system ~b B; one workflow "
+                         "process: memory ~b B, heap ~b words, stack ~b words, state in "
+                         "process dictionary ~b words; processes ~b MB total",
+                         [Resident, Delta(processes), Delta(ets), Delta(binary), Delta(system),
+                          Avg(memory), Avg(total_heap_size), Avg(stack_size), AvgDict,
+                          Procs div 1048576])),
     result("timers_memory_rss", round((Rss1 - Rss0) / Resident), "bytes/workflow",
            io_lib:format("OS RSS delta (VmRSS), includes SQLite page cache; RSS ~b MB",
                          [Rss1 div 1048576])).

@@ -8,7 +8,12 @@ EBIN=_build/default/lib/aion/ebin
 OUT=_build/bench/ebin
 mkdir -p "$OUT"
 PA="-pa $EBIN -pa $OUT"
-if [ ! -f "$EBIN/aion_json.beam" ]; then
+if [ "$BENCH_JSON" = etf ]; then
+    # Profiling stand-in for a C codec (bench/shim_etf/aion_json.erl): not JSON.
+    mkdir -p _build/bench/shim_etf
+    erlc -o _build/bench/shim_etf bench/shim_etf/aion_json.erl
+    PA="-pa _build/bench/shim_etf $PA"
+elif [ ! -f "$EBIN/aion_json.beam" ]; then
     # The json NIF branch is not merged yet: use core-a's pure-Erlang shim.
     mkdir -p _build/bench/shim
     erlc -o _build/bench/shim bench/shim/aion_json.erl
