@@ -15,7 +15,7 @@
 
 -export([main/0, main/1, child/1]).
 %% Used by bench/profile.erl.
--export([start_engine/2, stop_engine/0, clients/4, hello_once/1, pct/2]).
+-export([start_engine/2, stop_engine/0, clients/4, hello_once/1, pct/2, synth/2]).
 
 -define(COLLECTOR, aion_bench_collector).
 -define(WF, aion_bench_wf).
@@ -252,6 +252,23 @@ stop_engine() ->
 
 sync(S) -> list_to_existing_atom(S).
 
+%% CPU time (user + system, every thread of this OS process: schedulers, dirty
+%% schedulers, the store's writer/reply/checkpoint threads), milliseconds. Unlike
+%% wall time it does not count what other programs on a shared machine take.
+cpu_ms() ->
+    {ok, B} = file:read_file("/proc/self/stat"),
+    [_, AfterComm] = binary:split(B, <<") ">>),
+    Fields = binary:split(AfterComm, <<" ">>, [global]),
+    Ticks = binary_to_integer(lists:nth(12, Fields)) + binary_to_integer(lists:nth(13, Fields)),
+    Ticks * 1000 div 100.   % USER_HZ = 100 on Linux
+
+cpu_note(CpuMs, N, What) when N > 0 ->
+    Us = CpuMs * 1000 / N,
+    io_lib:format("cpu ~b us/~s => ~b ~s/s on ~b idle cores", [round(Us), What,
+        round(erlang:system_info(logical_processors) * 1000000 / max(1, Us)), What,
+        erlang:system_info(logical_processors)]);
+cpu_note(_, _, _) -> "".
+
 %%% ---------------------------------------------------------------------------
 %%% 1, 2: hello_throughput, steps3_throughput
 %%% ---------------------------------------------------------------------------
@@ -262,11 +279,18 @@ throughput(Dir, Kind, SyncS, CS) ->
     Secs = env_int("BENCH_SECONDS", 4, 1),
     Input = #{kind => list_to_binary(Kind)},
     Warm = count(1000, 300),
-    {N, Lat} = clients(C, Warm, Secs * 1000, fun() -> run_once(Input) end),
+    {N, Lat, Cpu, All} = clients_cpu(C, Warm, Secs * 1000, fun() -> run_once(Input) end),
     ok = stop_engine(),
     result(io_lib:format("~s_throughput_~s_c~b", [Kind, SyncS, C]),
            round(N * 1000 / (Secs * 1000)), "workflows/s",
-           "start->result " ++ p50p99(Lat)).
+           "start->result " ++ p50p99(Lat) ++ "; " ++ cpu_note(Cpu, All, "wf")).
+
+%% clients/4 plus the CPU time of the whole run and the number of calls in it.
+clients_cpu(C, WarmMs, Ms, Fun) ->
+    Counter = counters:new(1, []),
+    Cpu0 = cpu_ms(),
+    {N, Lat} = clients(C, WarmMs, Ms, fun() -> ok = Fun(), counters:add(Counter, 1, 1) end),
+    {N, Lat, cpu_ms() - Cpu0, counters:get(Counter, 1)}.
 
 run_once(Input) ->
     {ok, #{workflow_id := Wid}} = aion:start(?WF, Input, #{}),
@@ -314,15 +338,17 @@ latency(Dir, SyncS) ->
     ok = start_engine(Dir, sync(SyncS)),
     Runs = count(2000, 200),
     _ = [run_once(#{kind => <<"hello">>}) || _ <- lists:seq(1, 50)],   % warm-up
+    Cpu0 = cpu_ms(),
     Lat = lists:sort([begin
                           T0 = erlang:monotonic_time(microsecond),
                           ok = run_once(#{kind => <<"hello">>}),
                           erlang:monotonic_time(microsecond) - T0
                       end || _ <- lists:seq(1, Runs)]),
+    Cpu = cpu_ms() - Cpu0,
     ok = stop_engine(),
     result("latency_" ++ SyncS, pct(Lat, 0.5) / 1000, "ms",
-           io_lib:format("~s, ~b runs, max ~.3f ms", [p50p99(Lat), Runs,
-                                                   lists:last(Lat) / 1000])).
+           io_lib:format("~s, ~b runs, max ~.3f ms; cpu ~b us/wf",
+                         [p50p99(Lat), Runs, lists:last(Lat) / 1000, Cpu * 1000 div Runs])).
 
 %%% ---------------------------------------------------------------------------
 %%% 4: signal_roundtrip
@@ -380,14 +406,16 @@ replay_events(Dir, SyncS) ->
     RunIds = [synth_history(Ctx, N) || _ <- lists:seq(1, Reps)],
     true = register(?COLLECTOR, self()),
     Times = [begin
+                 C0 = cpu_ms(),
                  T0 = erlang:monotonic_time(microsecond),
                  {ok, _} = aion_run_sup:start_run(Ctx, RunId),
-                 receive {replayed, RunId, T1} -> T1 - T0
+                 receive {replayed, RunId, T1} -> {T1 - T0, cpu_ms() - C0}
                  after 120000 -> error(replay_timeout)
                  end
              end || RunId <- RunIds],
     Events = 2 * N + 1,
-    Us = lists:nth(2, lists:sort(Times)),
+    Us = lists:nth(2, lists:sort([T || {T, _} <- Times])),
+    CpuMs = lists:nth(2, lists:sort([Cp || {_, Cp} <- Times])),
     %% Where the time goes: the same steps the workflow process takes, timed alone.
     #{store := Store} = Ctx,
     [R1 | _] = RunIds,
@@ -396,10 +424,12 @@ replay_events(Dir, SyncS) ->
     {AddUs, _} = timer:tc(aion_replay, add_all, [Decoded, aion_replay:new()]),
     ok = stop_engine(),
     result("replay_10k_events", round(Events * 1000000 / Us), "events/s",
-           io_lib:format("~b events in ~.1f ms, median of ~b; alone: store read ~.1f ms, "
+           io_lib:format("~b events in ~.1f ms wall, median of ~b; cpu ~b ms => ~s events/s "
+                         "on cpu time; alone: store read ~.1f ms, "
                          "aion_event:decode_all ~.1f ms, aion_replay:add_all ~.1f ms",
-                         [Events, Us / 1000, Reps, ReadUs / 1000, DecUs / 1000,
-                          AddUs / 1000])).
+                         [Events, Us / 1000, Reps, CpuMs,
+                          case CpuMs of 0 -> "?"; _ -> integer_to_list(Events * 1000 div CpuMs) end,
+                          ReadUs / 1000, DecUs / 1000, AddUs / 1000])).
 
 synth_history(#{store := Store}, N) ->
     RunId = aion_util:uuid_v4(),
@@ -483,72 +513,97 @@ wait_msgs(Tag, N, Timeout) ->
 %%% 6: timers
 %%% ---------------------------------------------------------------------------
 
-%% N workflows each sleep until Base + uniform(1..10 s), Base being when the
-%% last of them is expected to be started, so all N are resident and sleeping
-%% together; memory is measured then, and fire lateness (wake time in the
-%% workflow minus the recorded fire_at) as they fire.
+%% N workflows each sleep until Base + uniform(1..10 s). Base is when the last of
+%% them should be started, estimated from a calibration (2,000 starts of runs
+%% parked on a 1 h timer, measured just before), so all N are resident and
+%% sleeping together: memory is measured then; fire lateness (wake time inside
+%% the workflow minus the recorded fire_at) as they fire. When the machine is
+%% slower than the calibration said, some fire before the last one started (the
+%% result line says how many).
 timers(Dir, SyncS) ->
     N = env_int("BENCH_TIMERS", 100000, 5000),
     ok = start_engine(Dir, sync(SyncS)),
     true = register(?COLLECTOR, self()),
+    C = 256,
+    Self = self(),
+    Starter = fun(Per, Input) ->
+                      Pids = [spawn_link(fun() ->
+                                                 [{ok, _} = aion:start(?WF, Input(), #{})
+                                                  || _ <- lists:seq(1, Per)],
+                                                 Self ! {done, self()}
+                                         end) || _ <- lists:seq(1, C)],
+                      _ = [receive {done, P} -> ok end || P <- Pids],
+                      ok
+              end,
+    Cal = count(2000, 500) div C,
+    {CalUs, ok} = timer:tc(fun() -> Starter(Cal, fun() -> #{kind => <<"park">>} end) end),
+    ok = wait_msgs(parked, Cal * C, 60000),
+    Rate = Cal * C * 1000000 / CalUs,
     erlang:garbage_collect(),
     {Mem0, Rss0} = {erlang:memory(total), rss()},
     M0 = erlang:memory(),
-    C = 256,
-    Rate = list_to_integer(os:getenv("BENCH_TIMER_START_RATE", "4000")),
     T0 = erlang:system_time(millisecond),
-    Base = T0 + (N * 1000) div Rate + 2000,
-    Self = self(),
+    Base = T0 + round(N * 1000 / (Rate * 0.8)) + 2000,
     Per = N div C,
-    rand:seed(exsss, {1, 2, 3}),
-    Pids = [spawn_link(fun() ->
-                               [{ok, _} = aion:start(?WF, #{kind => <<"sleeper">>,
-                                                           base => Base,
-                                                           ms => 1000 + rand:uniform(9000)}, #{})
-                                || _ <- lists:seq(1, Per)],
-                               Self ! {done, self()}
-                       end) || _ <- lists:seq(1, C)],
+    Starter(Per, fun() -> #{kind => <<"sleeper">>, base => Base,
+                            ms => 1000 + rand:uniform(9000)} end),
     Total = Per * C,
-    _ = [receive {done, P} -> ok end || P <- Pids],
     ok = wait_msgs(sleeping, Total, 300000),
     T1 = erlang:system_time(millisecond),
-    {Fired0, Early} = drain_fired([]),
-    Resident = Total - length(Fired0),
+    {Early, _} = drain_fired([]),
+    Resident = Total - length(Early),
     {Mem1, Rss1} = {erlang:memory(total), rss()},
     Procs = erlang:memory(processes),
     M1 = erlang:memory(),
-    Delta = fun(K) -> (proplists:get_value(K, M1) - proplists:get_value(K, M0)) div Resident end,
+    Delta = fun(K) -> (proplists:get_value(K, M1) - proplists:get_value(K, M0))
+                          div max(1, Resident) end,
     #{runs := RunsTab} = aion_ctx:get(?ENGINE),
     Sample = lists:sublist([P || {_, P} <- ets:tab2list(RunsTab)], 1000),
-    PInfo = [erlang:process_info(P, [memory, total_heap_size, stack_size, dictionary])
-             || P <- Sample],
-    Avg = fun(K) -> lists:sum([W || I <- PInfo, is_list(I), {K2, W} <- I, K2 =:= K])
-                        div max(1, length([I || I <- PInfo, is_list(I)])) end,
-    AvgDict = lists:sum([erts_debug:flat_size(D) || I <- PInfo, is_list(I),
-                                                  {dictionary, D} <- I])
+    PInfo = [I || P <- Sample,
+                  I <- [erlang:process_info(P, [memory, total_heap_size, stack_size,
+                                                dictionary])],
+                  is_list(I)],
+    Avg = fun(K) -> lists:sum([W || I <- PInfo, {K2, W} <- I, K2 =:= K])
+                        div max(1, length(PInfo)) end,
+    AvgDict = lists:sum([erts_debug:flat_size(D) || I <- PInfo, {dictionary, D} <- I])
         div max(1, length(PInfo)),
-    Lat = lists:sort(Early ++ wait_fired(length(Fired0), Total, Base + 30000)),
+    %% What a garbage collection of the sleeping workflow processes would give back.
+    _ = [erlang:garbage_collect(P) || {_, P} <- ets:tab2list(RunsTab)],
+    MemGc = erlang:memory(total),
+    AvgGc = lists:sum([M || P <- Sample, {memory, M} <- [erlang:process_info(P, memory)]])
+        div max(1, length(Sample)),
+    Lat = lists:sort(Early ++ wait_fired(length(Early), Total, Base + 40000)),
     ok = stop_engine(),
     result("timers_lateness", pct(Lat, 0.99), "ms",
-           io_lib:format("p50 ~b ms / p99 ~b ms, max ~b ms, ~b timers over 1-10 s; all started "
-                         "in ~.1f s, ~b fired before the last started",
+           io_lib:format("p50 ~b ms / p99 ~b ms, max ~b ms, ~b timers over 1-10 s; started "
+                         "in ~.1f s (~b/s; calibration ~b/s), ~b fired before the last "
+                         "started",
                          [pct(Lat, 0.5), pct(Lat, 0.99), lists:last(Lat), length(Lat),
-                          (T1 - T0) / 1000, length(Fired0)])),
-    result("timers_memory_erlang", round((Mem1 - Mem0) / Resident), "bytes/workflow",
-           io_lib:format("erlang:memory(total) delta over ~b resident sleeping runs; per run: "
-                         "processes ~b B, ets ~b B, binary ~b B, system ~b B; one workflow "
-                         "process: memory ~b B, heap ~b words, stack ~b words, state in "
-                         "process dictionary ~b words; processes ~b MB total",
-                         [Resident, Delta(processes), Delta(ets), Delta(binary), Delta(system),
-                          Avg(memory), Avg(total_heap_size), Avg(stack_size), AvgDict,
-                          Procs div 1048576])),
-    result("timers_memory_rss", round((Rss1 - Rss0) / Resident), "bytes/workflow",
-           io_lib:format("OS RSS delta (VmRSS), includes SQLite page cache; RSS ~b MB",
-                         [Rss1 div 1048576])).
+                          (T1 - T0) / 1000, Total * 1000 div max(1, T1 - T0), round(Rate),
+                          length(Early)])),
+    case Resident of
+        0 ->
+            result("timers_memory_erlang", "error", "", "no run was resident at once");
+        _ ->
+            result("timers_memory_erlang", round((Mem1 - Mem0) / Resident), "bytes/workflow",
+                   io_lib:format("erlang:memory(total) delta over ~b resident sleeping runs; "
+                                 "per run: processes ~b B, ets ~b B, binary ~b B, system ~b B;"
+                                 " one workflow process: memory ~b B (~b B after a GC), heap ~b "
+                                 "words, stack ~b words, process dictionary ~b words; after "
+                                 "GC of the workflow processes ~b bytes/workflow; processes "
+                                 "~b MB total",
+                                 [Resident, Delta(processes), Delta(ets), Delta(binary),
+                                  Delta(system), Avg(memory), AvgGc, Avg(total_heap_size),
+                                  Avg(stack_size), AvgDict, round((MemGc - Mem0) / Resident),
+                                  Procs div 1048576])),
+            result("timers_memory_rss", round((Rss1 - Rss0) / Resident), "bytes/workflow",
+                   io_lib:format("OS RSS delta (VmRSS), includes SQLite page cache; RSS ~b MB",
+                                 [Rss1 div 1048576]))
+    end.
 
 drain_fired(Acc) ->
     receive {fired, FireAt, Now} -> drain_fired([Now - FireAt | Acc])
-    after 0 -> {Acc, Acc}
+    after 0 -> {Acc, length(Acc)}
     end.
 
 wait_fired(Got, Total, _Until) when Got >= Total ->
@@ -595,3 +650,7 @@ find_store_bench(EbinDir) ->
         [S | _] -> S;
         [] -> error({no_store_bench, Cands})
     end.
+
+%% @doc A run with `N' completed activities in its history (see replay_events).
+-spec synth(aion_ctx:ctx(), pos_integer()) -> binary().
+synth(Ctx, N) -> synth_history(Ctx, N).
