@@ -39,7 +39,6 @@
  * the budget (2nd argument; aion_json passes 64 KiB). Encode gives up as soon as
  * its output would exceed the budget and starts again on a dirty CPU scheduler,
  * so the wasted work is bounded by the budget. */
-#include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <math.h>
