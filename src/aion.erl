@@ -31,6 +31,9 @@
          history/1, history/2, list/1, count/1,
          terminate/2, terminate/3, pause/1, pause/2, resume/1, resume/2,
          reopen/1, reopen/2, retry/1, retry/2]).
+%% Signals, queries, cancellation (bulk in aion_signal).
+-export([signal/3, signal/4, signal_with_start/5, query/2, query/4, query/5,
+         cancel/2, cancel/3]).
 
 -export_type([start_opts/0, status/0, outcome/0]).
 
@@ -80,17 +83,21 @@ start(Type, Input) ->
 %% `{already_started, RunId}', or a store error `{sqlite, Code, Msg}'.
 -spec start(module(), term(), start_opts()) ->
           {ok, #{workflow_id := binary(), run_id := binary()}} | {error, term()}.
-start(Type, Input, Opts) when is_map(Opts) ->
+start(Type, Input, Opts) ->
+    start(Type, Input, Opts, []).
+
+%% Starts a run whose first transaction also holds `Extra' event rows.
+start(Type, Input, Opts, Extra) when is_map(Opts) ->
     case aion_util:check_type(Type) of
         {error, _} ->
             {error, {unknown_workflow_type, Type}};
         ok ->
             case start_options(Type, Opts) of
-                {ok, O} -> start_checked(Type, Input, O);
+                {ok, O} -> start_checked(Type, Input, O#{'$extra_events' => Extra});
                 {error, _} = E -> E
             end
     end;
-start(_Type, _Input, _Opts) ->
+start(_Type, _Input, _Opts, _Extra) ->
     {error, {invalid_option, options}}.
 
 start_options(Type, Opts) ->
@@ -160,11 +167,17 @@ create(#{store := Store} = Ctx, Type, O, RunId, Wid, Now, {EvType, _, Data} = Ro
             Create = SA#{workflow_id => Wid, type => atom_to_binary(Type, utf8),
                          status => <<"running">>, started_at => Now,
                          id_reuse_policy => maps:get(id_reuse_policy, O, allow_duplicate)},
-            Op = #{run_id => RunId, events => [Row], create => Create,
+            Extra = maps:get('$extra_events', O, []),
+            Op = #{run_id => RunId, events => [Row | Extra], create => Create,
                    timers_put => Deadlines},
             case aion_store:append(Store, [Op]) of
-                {ok, [[1]]} ->
+                {ok, [[1 | ExtraSeqs]]} ->
                     Pid ! {aion_go, Ref, {1, EvType, Now, Data}},
+                    %% Events committed with the start (signal_with_start): the
+                    %% process is registered, so it gets them like any arrival.
+                    aion_deliver:events(Ctx, RunId,
+                                        [{Sq, T, At, iolist_to_binary(D)}
+                                         || {Sq, {T, At, D}} <- lists:zip(ExtraSeqs, Extra)]),
                     lists:foreach(fun({Id, At}) -> aion_timers:arm(Ctx, RunId, Id, At) end,
                                   Deadlines),
                     {ok, #{workflow_id => Wid, run_id => RunId}};
@@ -456,10 +469,13 @@ find_run(#{store := Store}, WorkflowId, Opts) ->
 %% optional): `type' (module), `status' (atom or list of atoms), `workflow_id',
 %% `started_after', `started_before', `closed_after', `closed_before' (ms,
 %% exclusive), `search' (`[{Attr, Op, Value}]' with Op one of `=', `/=', `<',
-%% `=<', `>', `>=', `in'), `limit', `cursor' (`{StartedAt, RunId}' of the last
+%% `=<', `>', `>=', `in' (Value a list), `contains' (the attribute is a list
+%% holding Value, or a string containing Value); an attribute the run lacks never
+%% matches), `limit', `cursor' (`{StartedAt, RunId}' of the last
 %% run of the previous page, exclusive), `engine'. Errors:
-%% `{error, {invalid_option, Key}}' for an unknown or bad filter key.
--spec list(map()) -> {ok, [map()]} | {error, {invalid_option, term()}}.
+%% `{error, {invalid_option, Key}}' for an unknown or bad filter key,
+%% `{error, {invalid_search, Clause}}' for a bad search clause (unknown operator).
+-spec list(map()) -> {ok, [map()]} | {error, {invalid_option | invalid_search, term()}}.
 list(Filter) when is_map(Filter) ->
     case store_filter(Filter) of
         {ok, SF, Search} ->
@@ -484,7 +500,7 @@ list(_) ->
 
 %% @doc The number of runs matching `Filter' (keys as {@link list/1}; `limit' and
 %% `cursor' are ignored). Errors: `{error, {invalid_option, Key}}'.
--spec count(map()) -> {ok, non_neg_integer()} | {error, {invalid_option, term()}}.
+-spec count(map()) -> {ok, non_neg_integer()} | {error, {invalid_option | invalid_search, term()}}.
 count(Filter) when is_map(Filter) ->
     F = maps:without([limit, cursor], Filter),
     case store_filter(F) of
@@ -507,6 +523,7 @@ store_filter(Filter) ->
                           skip -> {ok, SF, Search};
                           {search, S} -> {ok, SF, S};
                           {ok, K2, V2} -> {ok, SF#{K2 => V2}, Search};
+                          {error, _} = E -> E;
                           error -> {error, {invalid_option, K}}
                       end
               end, {ok, #{}, []}, Filter).
@@ -533,15 +550,15 @@ filter_key(K, T) when (K =:= started_after orelse K =:= started_before orelse
 filter_key(limit, L) when is_integer(L), L >= 0 -> {ok, limit, L};
 filter_key(cursor, {At, RunId} = C) when is_integer(At), is_binary(RunId) -> {ok, cursor, C};
 filter_key(search, S) when is_list(S) ->
-    case lists:all(fun valid_search/1, S) of
-        true -> {search, S};
-        false -> error
+    case [C || C <- S, not valid_search(C)] of
+        [] -> {search, S};
+        [Bad | _] -> {error, {invalid_search, Bad}}
     end;
 filter_key(_, _) ->
     error.
 
 valid_search({A, Op, _}) when is_atom(A); is_binary(A) ->
-    lists:member(Op, ['=', '==', '=:=', '/=', '=/=', '<', '=<', '>', '>=', in]);
+    lists:member(Op, ['=', '==', '=:=', '/=', '=/=', '<', '=<', '>', '>=', in, contains]);
 valid_search(_) ->
     false.
 
@@ -561,12 +578,103 @@ compare('=<', X, V) -> X =< norm(V);
 compare('>', X, V) -> X > norm(V);
 compare('>=', X, V) -> X >= norm(V);
 compare(in, X, Vs) when is_list(Vs) -> lists:any(fun(V) -> X == norm(V) end, Vs);
+compare(contains, Xs, V) when is_list(Xs) -> lists:any(fun(X) -> X == norm(V) end, Xs);
+compare(contains, X, V) when is_binary(X) ->
+    case norm(V) of
+        B when is_binary(B), B =/= <<>> -> binary:match(X, B) =/= nomatch;
+        _ -> false
+    end;
 compare(_, _, _) -> false.
 
 %% Search values compare with decoded JSON (atoms other than booleans/null are
 %% strings there).
 norm(V) when is_atom(V), V =/= true, V =/= false, V =/= null -> atom_to_binary(V, utf8);
 norm(V) -> V.
+
+%%% ===========================================================================
+%%% Signals, queries, cancellation (aion_signal)
+%%% ===========================================================================
+
+%% @doc `signal(WorkflowId, Name, Payload, #{})'.
+-spec signal(binary(), binary() | atom(), term()) -> ok | {error, term()}.
+signal(WorkflowId, Name, Payload) ->
+    signal(WorkflowId, Name, Payload, #{}).
+
+%% @doc Sends signal `Name' (a binary; an atom is converted) with the JSON
+%% `Payload' to the workflow's current run: appends
+%% `signal_received{name, payload, signal_id}' and returns `ok' once it is durable
+%% (then the workflow process is woken). Signals are FIFO per name and buffered in
+%% history until a `receive_signal' consumes them. Options: `signal_id' (binary):
+%% a repeat of an id the run already received is a no-op returning `ok'
+%% (deduplication within the current run); `engine'. Errors (nothing is
+%% appended): `not_found' (no such workflow), `not_running' (its current run is
+%% closed), `{invalid_payload, Path, Why}', `{invalid_name, Name}',
+%% `{invalid_option, signal_id}', or a store error.
+-spec signal(binary(), binary() | atom(), term(), map()) -> ok | {error, term()}.
+signal(WorkflowId, Name, Payload, Opts) when is_map(Opts) ->
+    aion_signal:signal(ctx(Opts), WorkflowId, Name, Payload, Opts).
+
+%% @doc Signals the open run of workflow `id' (from `Opts'), or, when it has no
+%% open run, starts a new run of `Type' with `Input' whose `workflow_started' and
+%% `signal_received' commit in one transaction (atomic: the signal is never lost
+%% and never lands in another run). Without `id' a new workflow is always started.
+%% `Opts' are those of {@link start/3} plus `signal_id'. Returns
+%% `{ok, #{workflow_id, run_id}}' (the run signalled). Errors: those of
+%% {@link start/3} and {@link signal/4}; nothing is recorded on an error.
+-spec signal_with_start(module(), term(), binary() | atom(), term(), map()) ->
+          {ok, #{workflow_id := binary(), run_id := binary()}} | {error, term()}.
+signal_with_start(Type, Input, Name, Payload, Opts) when is_map(Opts) ->
+    aion_signal:signal_with_start(ctx(Opts), Name, Payload, Opts,
+                                  fun(O, Extra) -> start(Type, Input, O, Extra) end);
+signal_with_start(_, _, _, _, _) ->
+    {error, {invalid_option, options}}.
+
+%% @doc `query(WorkflowId, Name, [], QueryTimeout, #{})' (the engine's
+%% `query_timeout', default 5000 ms).
+-spec query(binary(), binary() | atom()) -> {ok, term()} | {error, term()}.
+query(WorkflowId, Name) ->
+    query(WorkflowId, Name, [], default, #{}).
+
+%% @doc `query(WorkflowId, Name, Args, TimeoutMs, #{})'.
+-spec query(binary(), binary() | atom(), term(), timeout()) -> {ok, term()} | {error, term()}.
+query(WorkflowId, Name, Args, TimeoutMs) ->
+    query(WorkflowId, Name, Args, TimeoutMs, #{}).
+
+%% @doc Runs the workflow's query handler `Name' (registered with
+%% `aion_workflow:set_query_handler/2') with `Args' in its process, at its next
+%% yield point (any blocking primitive, also one that resolves at once from
+%% history; a run rebuilt by replay answers once it caught up). Queries append
+%% nothing. A suspended run is rebuilt by replay to answer. Returns
+%% `{ok, Reply}'. Errors: `{unknown_query, Name}', `{query_failed, Reason}' (the
+%% handler raised `Reason'; a handler calling a recording or blocking primitive
+%% fails with `query_handler_must_not_record'; the workflow is unharmed),
+%% `query_timeout' (no answer within `TimeoutMs' ms), `not_running' (the current
+%% run is closed, closed while asked, or stuck), `not_found'.
+-spec query(binary(), binary() | atom(), term(), timeout() | default, map()) ->
+          {ok, term()} | {error, term()}.
+query(WorkflowId, Name, Args, TimeoutMs, Opts) when is_map(Opts) ->
+    #{opts := EOpts} = Ctx = ctx(Opts),
+    Timeout = case TimeoutMs of
+                  default -> maps:get(query_timeout, EOpts, 5000);
+                  _ -> TimeoutMs
+              end,
+    aion_signal:query(Ctx, WorkflowId, Name, Args, Timeout).
+
+%% @doc `cancel(WorkflowId, Reason, #{})'.
+-spec cancel(binary(), term()) -> ok | {error, term()}.
+cancel(WorkflowId, Reason) ->
+    cancel(WorkflowId, Reason, #{}).
+
+%% @doc Requests cooperative cancellation of the workflow's current run: records
+%% `workflow_cancel_requested{reason}' (`Reason' any term) and returns `ok' once it
+%% is durable. The workflow's current (or next) blocking primitive outside
+%% `aion_workflow:non_cancellable/1' returns `{error, {cancelled, Reason}}' (the
+%% activity or timer it awaited is cancelled); it may compensate inside
+%% `non_cancellable/1'; when `run/1' returns, the run is `cancelled'. Errors:
+%% `not_found', `not_running' (nothing appended).
+-spec cancel(binary(), term(), map()) -> ok | {error, term()}.
+cancel(WorkflowId, Reason, Opts) when is_map(Opts) ->
+    aion_signal:cancel(ctx(Opts), WorkflowId, Reason).
 
 %%% ===========================================================================
 %%% Lifecycle (aion_lifecycle)

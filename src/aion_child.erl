@@ -596,6 +596,7 @@ validate_can(#wf{type = Type0, options = WfOpts}, Input, Opts) when is_map(Opts)
 validate_can(_, _, _) ->
     {error, {invalid_option, options}}.
 
+-spec do_continue(#wf{}, term(), binary(), map()) -> no_return().
 do_continue(#wf{ctx = Ctx, run_id = RunId, workflow_id = Wid, replay = R,
                 options = WfOpts} = S, Input, TypeBin, O) ->
     case aion_replay:finish(R) of

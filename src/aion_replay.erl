@@ -32,6 +32,8 @@
          command/2, own/2, resolve/3, outcome/2, watermark/1, now/1,
          cancel_requested/1, finish/1, outstanding/1, commands/1, position/1,
          describe_event/1, command_kind/1, future_key/1, reopens/1]).
+%% Signals, patches (aion_sigq).
+-export([signal/3, next_command/1]).
 
 %% Children (aion_child).
 -export([child_started/2, open_children/1]).
@@ -40,7 +42,8 @@
 
 -type event() :: aion_event:event().
 -type seq() :: pos_integer().
--type future_key() :: {activity, binary()} | {timer, binary()} | {child, binary()}.
+-type future_key() :: {activity, binary()} | {timer, binary()} | {child, binary()}
+                    | {signal, binary(), pos_integer()}.   % the K-th signal of a name
 -type command() :: #{command := activity | timer | side_effect | patch | child
                                | signal_sent | search_attributes | workflow_return,
                      atom() => term()}.
@@ -58,7 +61,9 @@
           cancel_reqs = [] :: [seq()],          % workflow_cancel_requested, ascending
           w = 1 :: seq(),                       % knowledge watermark
           own = 1 :: seq(),                     % highest seq of own commands consumed
-          reopens = 0 :: non_neg_integer()
+          reopens = 0 :: non_neg_integer(),
+          sigs = #{} :: #{{binary(), pos_integer()} => seq()}, % K-th signal_received of a name
+          sigc = #{} :: #{binary() => non_neg_integer()}      % signals per name (prefix)
          }).
 
 -opaque replay() :: #replay{}.
@@ -156,6 +161,10 @@ index_arrival(#{type := workflow_reopened} = Ev, #replay{outcomes = O, events = 
                    end
            end, O, if is_list(Ids) -> Ids; true -> [] end),
     R#replay{outcomes = O1, reopens = R#replay.reopens + 1};
+index_arrival(#{type := signal_received, name := Name, seq := Seq},
+              #replay{sigs = Sigs, sigc = SC} = R) ->
+    K = maps:get(Name, SC, 0) + 1,
+    R#replay{sigs = Sigs#{{Name, K} => Seq}, sigc = SC#{Name => K}};
 index_arrival(#{seq := Seq} = Ev, #replay{outcomes = O} = R) ->
     case future_key(Ev) of
         false -> R;
@@ -272,16 +281,17 @@ reopens(#replay{reopens = N}) -> N.
 %% `pending': nothing in the prefix resolves the wait yet.
 -spec resolve([future_key()], boolean(), replay()) ->
           {ok, pos_integer() | cancel, event(), replay()} | pending.
-resolve(Keys, Cancellable, #replay{outcomes = O, cancel_reqs = CR, events = Evs} = R) ->
+resolve(Keys, Cancellable, #replay{outcomes = O, cancel_reqs = CR, events = Evs,
+                                  sigs = Sigs} = R) ->
     Best0 = case {Cancellable, CR} of
                 {true, [C | _]} -> {C, cancel};
                 _ -> none
             end,
     {_, Best} = lists:foldl(
                   fun(Key, {I, Acc}) ->
-                          case O of
-                              #{Key := S} when Acc =:= none -> {I + 1, {S, I}};
-                              #{Key := S} when S < element(1, Acc) -> {I + 1, {S, I}};
+                          case settled(Key, O, Sigs) of
+                              {ok, S} when Acc =:= none -> {I + 1, {S, I}};
+                              {ok, S} when S < element(1, Acc) -> {I + 1, {S, I}};
                               _ -> {I + 1, Acc}
                           end
                   end, {1, Best0}, Keys),
@@ -289,6 +299,36 @@ resolve(Keys, Cancellable, #replay{outcomes = O, cancel_reqs = CR, events = Evs}
         none -> pending;
         {Seq, Which} -> {ok, Which, maps:get(Seq, Evs), R#replay{w = max(R#replay.w, Seq)}}
     end.
+
+settled({signal, Name, K}, _O, Sigs) ->
+    case Sigs of
+        #{{Name, K} := S} -> {ok, S};
+        _ -> none
+    end;
+settled(Key, O, _Sigs) ->
+    case O of
+        #{Key := S} -> {ok, S};
+        _ -> none
+    end.
+
+%% @doc The `K'-th `signal_received' of `Name' in the contiguous prefix, if any
+%% (at any seq: callers compare its seq with {@link watermark/1} for non-blocking
+%% observations).
+-spec signal(binary(), pos_integer(), replay()) -> {ok, event()} | none.
+signal(Name, K, #replay{sigs = Sigs, events = Evs}) ->
+    case Sigs of
+        #{{Name, K} := S} -> {ok, maps:get(S, Evs)};
+        _ -> none
+    end.
+
+%% @doc The descriptor of the next recorded command the code has not consumed yet,
+%% or `none' (the code is live from here). Used by `patched/1' to look ahead
+%% without a nondeterminism error.
+-spec next_command(replay()) -> command() | none.
+next_command(#replay{pos = P, ncmds = N, cmds = C, events = Evs}) when P < N ->
+    describe_event(maps:get(maps:get(P + 1, C), Evs));
+next_command(_) ->
+    none.
 
 %% @doc The settling event of a future if the contiguous prefix holds one (at any
 %% seq, not only =&lt; W): used to skip a cancel that can no longer matter.

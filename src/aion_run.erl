@@ -19,7 +19,7 @@
 
 -export([start_link/3, init/4, kill/2, whereis/2]).
 %% Machinery for aion_workflow (same process).
--export([st/0, st_cmd/0, put_st/1, append/2, block/2, stuck/2, now_ms/0]).
+-export([st/0, st_cmd/0, put_st/1, append/2, block/2, stuck/2, now_ms/0, yield/1]).
 %% Machinery for aion_child (same process).
 -export([cleanup/1, stop/2, store_failed/2]).
 
@@ -369,7 +369,11 @@ store_failed(Reason, #wf{ctx = Ctx, run_id = RunId, workflow_id = Wid} = S) ->
           {pos_integer() | cancel, aion_event:event(), #wf{}}.
 block(Keys, S) ->
     Cancellable = S#wf.non_cancellable =:= 0,
-    wait(Keys, Cancellable, yield(S)).
+    %% Deadlines of enclosing `with_timeout/2' calls take part in every wait.
+    case wait(Keys ++ aion_sigq:deadlines(S), Cancellable, yield(S)) of
+        {Pos, Ev, S1} when is_integer(Pos), Pos > length(Keys) -> aion_sigq:expired(Ev, S1);
+        Res -> Res
+    end.
 
 wait(Keys, Cancellable, #wf{replay = R} = S) ->
     case aion_replay:resolve(Keys, Cancellable, R) of
@@ -391,17 +395,26 @@ wait(Keys, Cancellable, #wf{replay = R} = S) ->
     end.
 
 sleep(Keys, Cancellable, S) ->
+    answer_queries(S),
     receive
         aion_event -> ok;
         {'$aion_query', _, _, _, _} = Q -> answer(Q, S)
     end,
     wait(Keys, Cancellable, yield(S)).
 
-%% A yield point: take retained events, answer queries, bump the wake epoch.
+%% @doc A yield point: take retained events, answer queries, bump the wake epoch.
+%% Queries are answered once the code has caught up with the recorded commands
+%% (a replay answers with the state of the end of its history), and always
+%% before the process waits.
+-spec yield(#wf{}) -> #wf{}.
 yield(#wf{ctx = #{mailbox := Mb}} = S) ->
     flush_markers(),
     S1 = take(S),
-    answer_queries(S1),
+    R = S1#wf.replay,
+    case aion_replay:position(R) >= aion_replay:commands(R) of
+        true -> answer_queries(S1);
+        false -> ok
+    end,
     _ = aion_mailbox:bump_epoch(Mb, self()),
     put_st(S1),
     S1.
@@ -454,7 +467,7 @@ answer({'$aion_query', From, Ref, Name, Args}, #wf{query_handlers = Hs} = S) ->
                 #{Name := Fun} ->
                     put_st(S#wf{in_query = true}),
                     try {ok, Fun(Args)}
-                    catch Class:Reason -> {error, {query_failed, {Class, Reason}}}
+                    catch _:Reason -> {error, {query_failed, Reason}}
                     after put_st(S)
                     end;
                 _ ->

@@ -22,5 +22,7 @@
           query_handlers = #{} :: #{binary() => fun((term()) -> term())},
           non_cancellable = 0 :: non_neg_integer(),
           in_query = false :: boolean(),
+          %% signals, patches, deadlines, search attributes (aion_sigq)
+          sigq = #{} :: map(),
           stopped = false :: false | stuck | closed | crashed
          }).

@@ -20,6 +20,10 @@
          wait_any/1, cancel/1, sleep/1, start_timer/1,
          now/0, random/0, uniform/1, uuid/0, side_effect/1, info/0,
          is_cancel_requested/0, non_cancellable/1, set_query_handler/2]).
+%% Signals, deadlines, versioning, search attributes (bulk in aion_sigq).
+-export([receive_signal/1, receive_signal/2, send_signal/3, with_timeout/2,
+         patched/1, deprecate_patch/1, upsert_search_attributes/1]).
+-export([future_key/1]).
 
 %% Children and continue-as-new (aion_child).
 -export([start_child/3, execute_child/3, continue_as_new/1, continue_as_new/2]).
@@ -127,14 +131,18 @@ activity_options(Opts, #wf{type = Type, options = WfOpts}) ->
 
 %% @doc Waits for a future. Activity: see {@link execute_activity/3}. Timer: `ok'
 %% when it fired, `{error, cancelled}' when it was cancelled. `{error, {cancelled,
-%% Reason}}' when the workflow is cancelled (outside {@link non_cancellable/1}).
+%% Reason}}' when the workflow is cancelled (outside {@link non_cancellable/1});
+%% the awaited activity or timer is then cancelled too.
 %% Resolves by history order (the lowest-seq settling event). Raises `error(badarg)'
 %% for a future of another run.
 -spec await(future()) -> activity_outcome() | timer_outcome() | cancelled().
 await(F) ->
     case wait_any([F]) of
         {1, Outcome} -> Outcome;
-        {error, {cancelled, _}} = C -> C
+        {error, {cancelled, _}} = C ->
+            %% The workflow was cancelled: so is what it was waiting for (SPEC 3.6).
+            ok = cancel(F),
+            C
     end.
 
 %% @doc Waits for a future at most `TimeoutMs' (a durable timer: the outcome is
@@ -483,3 +491,100 @@ continue_as_new(Input) ->
 -spec continue_as_new(term(), map()) -> no_return() | {error, term()}.
 continue_as_new(Input, Opts) ->
     aion_child:continue_as_new(Input, Opts).
+
+%%% ===========================================================================
+%%% Signals, deadlines, versioning, search attributes
+%%% ===========================================================================
+
+%% @doc `receive_signal(Name, infinity)'.
+-spec receive_signal(binary() | atom()) -> {ok, term()} | cancelled().
+receive_signal(Name) ->
+    aion_sigq:receive_signal(aion_sigq:name(Name), infinity).
+
+%% @doc Receives the next signal named `Name' (a binary; an atom is converted):
+%% the k-th receive of a name returns the payload of the k-th `signal_received' of
+%% that name (FIFO per name; signals that arrived before the receive are buffered
+%% in history). `{ok, Payload}' (the JSON payload as decoded), `{error, timeout}'
+%% when `TimeoutMs' (ms, or `infinity') passed first (a durable timer, recorded
+%% only when the signal is not already there; the race is decided by history
+%% order, the same on replay), or `{error, {cancelled, Reason}}' when the workflow
+%% is cancelled first (outside {@link non_cancellable/1}). `TimeoutMs = 0' only
+%% looks (records nothing). A signal left unconsumed by a timeout is returned by
+%% the next receive. Raises `error(badarg)' for a bad name or timeout.
+-spec receive_signal(binary() | atom(), timeout()) ->
+          {ok, term()} | {error, timeout} | cancelled().
+receive_signal(Name, Timeout) when Timeout =:= infinity;
+                                   is_integer(Timeout), Timeout >= 0 ->
+    aion_sigq:receive_signal(aion_sigq:name(Name), Timeout);
+receive_signal(_, _) ->
+    error(badarg).
+
+%% @doc Signals workflow `WorkflowId' (its current run) with `Name' and the JSON
+%% `Payload', like `aion:signal/3' but recorded: `signal_sent{target, name,
+%% signal_id, outcome}' holds the outcome, which a replay returns without sending
+%% again (a send interrupted by a crash is repeated with the same signal id and
+%% deduplicated by the target). Returns `ok' or `{error, not_found | not_running}'.
+%% Raises `error({invalid_payload, Path, Why})' for a non-JSON payload,
+%% `error(badarg)' for a bad id or name.
+-spec send_signal(binary(), binary() | atom(), term()) -> ok | {error, not_found | not_running}.
+send_signal(WorkflowId, Name, Payload) when is_binary(WorkflowId) ->
+    aion_sigq:send_signal(WorkflowId, aion_sigq:name(Name), Payload);
+send_signal(_, _, _) ->
+    error(badarg).
+
+%% @doc Runs `Fun()' under a durable deadline of `TimeoutMs' ms: `{ok, Value}', or
+%% `{error, timeout}' when the deadline timer fires first. Every blocking
+%% primitive inside `Fun' also waits on the deadline and, when the timer's
+%% `timer_fired' is the lowest-seq resolving event, aborts `Fun' (decided by
+%% history order, identical on replay). Futures started inside stay pending
+%% (await or cancel them; the run's close cancels what is left). Nests; an outer
+%% deadline aborts the inner scopes too. Raises `error(badarg)' for bad arguments.
+-spec with_timeout(non_neg_integer(), fun(() -> T)) -> {ok, T} | {error, timeout}.
+with_timeout(TimeoutMs, Fun) when is_integer(TimeoutMs), TimeoutMs >= 0,
+                                  is_function(Fun, 0) ->
+    #future{id = Id} = T = start_timer(TimeoutMs),
+    ok = aion_sigq:push_deadline(Id),
+    Res = try {ok, Fun()}
+          catch throw:{'$aion_deadline', Id} -> {error, timeout}
+          after aion_sigq:pop_deadline(Id)
+          end,
+    case Res of
+        {ok, _} -> ok = cancel(T);
+        _ -> ok
+    end,
+    Res;
+with_timeout(_, _) ->
+    error(badarg).
+
+%% @doc Versioning (SPEC 2.2): `true' when the run reaches this point on code that
+%% has the change `ChangeId' (a binary or atom): live, it records
+%% `marker_recorded{kind = patch, id}' and takes the new branch; a replay finds
+%% the marker and returns `true' again. `false' when replaying a history recorded
+%% before the change (its next recorded command is not this marker): the old
+%% branch. The answer is remembered per id for the rest of the run.
+-spec patched(binary() | atom()) -> boolean().
+patched(ChangeId) ->
+    aion_sigq:patched(aion_sigq:name(ChangeId)).
+
+%% @doc The clean-up step of a patch, once no run of the old code is left: the
+%% code keeps only the new branch and calls `deprecate_patch(ChangeId)' where it
+%% called `patched/1'; a history that holds the marker consumes it, one that does
+%% not is fine too. Records nothing. Returns `ok'.
+-spec deprecate_patch(binary() | atom()) -> ok.
+deprecate_patch(ChangeId) ->
+    aion_sigq:deprecate_patch(aion_sigq:name(ChangeId)).
+
+%% @doc Merges `Attributes' (a map of JSON values) into the run's search
+%% attributes, recorded as `search_attributes_upserted{attributes}' together with
+%% the run row (visible to `aion:list/1' `search' filters once recorded). Returns
+%% `ok'. Raises `error({invalid_payload, Path, Why})' for non-JSON values,
+%% `error(badarg)' for a non-map.
+-spec upsert_search_attributes(map()) -> ok.
+upsert_search_attributes(Attributes) ->
+    aion_sigq:upsert_search_attributes(Attributes).
+
+%% @private
+%% @doc The replay key of a future of the calling run (internal).
+-spec future_key(future()) -> aion_replay:future_key().
+future_key(F) ->
+    key(F, aion_run:st()).
