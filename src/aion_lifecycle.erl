@@ -271,6 +271,7 @@ teardown(Ctx, RunId) ->
     safely(fun() -> aion_activity_runner:cancel_run(Ctx, RunId) end),
     safely(fun() -> aion_timers:disarm_run(Ctx, RunId) end),
     safely(fun() -> aion_waiters:notify(Ctx, RunId) end),
+    safely(fun() -> aion_child:closed_from_outside(Ctx, RunId) end),
     ok.
 
 safely(F) ->

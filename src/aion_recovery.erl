@@ -30,7 +30,9 @@ init(Name) ->
 %% @private
 -spec handle_continue(recover, atom()) -> {noreply, atom()}.
 handle_continue(recover, Name) ->
-    _ = recover_runs(aion_ctx:get(Name)),
+    Ctx = aion_ctx:get(Name),
+    _ = recover_runs(Ctx),
+    ok = aion_child:recover(Ctx),
     {noreply, Name}.
 
 %% @doc Resumes everything open of the engine (see the module doc). Returns the

@@ -35,6 +35,9 @@
 %% Signals, patches (aion_sigq).
 -export([signal/3, next_command/1]).
 
+%% Children (aion_child).
+-export([child_started/2, open_children/1]).
+
 -export_type([replay/0, command/0, future_key/0, nondeterminism/0]).
 
 -type event() :: aion_event:event().
@@ -367,3 +370,24 @@ outstanding(#replay{cmds = C, events = Evs, outcomes = O}) ->
                   _ -> Acc
               end
       end, {[], []}, C).
+
+%%% ===========================================================================
+%%% Children (aion_child)
+%%% ===========================================================================
+
+%% @doc The `child_workflow_started' event of child `ChildId', if recorded.
+-spec child_started(binary(), replay()) -> {ok, event()} | none.
+child_started(ChildId, #replay{cmds = C, events = Evs}) ->
+    case [E || E = #{type := child_workflow_started, child_id := Id}
+                   <- [maps:get(S, Evs) || S <- maps:values(C)], Id =:= ChildId] of
+        [E | _] -> {ok, E};
+        [] -> none
+    end.
+
+%% @doc The `child_workflow_started' events with no settling event in the
+%% contiguous prefix (children that may still be running).
+-spec open_children(replay()) -> [event()].
+open_children(#replay{cmds = C, events = Evs, outcomes = O}) ->
+    [E || E = #{type := child_workflow_started, child_id := Id}
+              <- [maps:get(S, Evs) || S <- maps:values(C)],
+          not is_map_key({child, Id}, O)].

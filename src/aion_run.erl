@@ -20,6 +20,8 @@
 -export([start_link/3, init/4, kill/2, whereis/2]).
 %% Machinery for aion_workflow (same process).
 -export([st/0, st_cmd/0, put_st/1, append/2, block/2, stuck/2, now_ms/0, yield/1]).
+%% Machinery for aion_child (same process).
+-export([cleanup/1, stop/2, store_failed/2]).
 
 -define(STOP(Why), {aion_run_stopped, Why}).
 
@@ -206,6 +208,7 @@ close(Result, #wf{replay = R} = S, T0) ->
                     unregister_run(Ctx, RunId),
                     cleanup(S),
                     aion_waiters:notify(Ctx, RunId, Ev),
+                    aion_child:run_closed(Ctx, RunId, S#wf.replay, Ev),
                     aion_telemetry:execute(
                       [aion, workflow, stop],
                       #{duration => erlang:monotonic_time() - T0},
@@ -233,7 +236,9 @@ terminal(Result, #wf{replay = R}) ->
              #{error => #{class => Class, reason => Reason, stacktrace => Stack}}}
     end.
 
-%% Tears down what the closed run may still have outstanding.
+%% @doc Tears down what the closed run may still have outstanding (its activities
+%% and timers).
+-spec cleanup(#wf{}) -> ok.
 cleanup(#wf{ctx = Ctx, run_id = RunId, replay = R, options = Opts}) ->
     {Acts, Timers} = aion_replay:outstanding(R),
     case Acts of
@@ -266,6 +271,14 @@ stuck(#{expected := Exp, got := Got, seq := Seq} = D,
     unregister_run(Ctx, RunId),
     put_st(S#wf{stopped = stuck}),
     exit(?STOP(stuck)).
+
+%% @doc Stops the workflow process without recording anything more (`Why' is
+%% `closed' when the run is closed, e.g. after continue-as-new).
+-spec stop(closed, #wf{}) -> no_return().
+stop(Why, #wf{ctx = Ctx, run_id = RunId} = S) ->
+    unregister_run(Ctx, RunId),
+    put_st(S#wf{stopped = Why}),
+    exit(?STOP(Why)).
 
 -spec closed_from_outside(#wf{}) -> no_return().
 closed_from_outside(#wf{ctx = Ctx, run_id = RunId} = S) ->
@@ -336,9 +349,9 @@ append(Op, #wf{ctx = #{store := Store}, run_id = RunId, replay = R} = S) ->
             store_failed(Reason, S)
     end.
 
-%% The store refused an append for a reason other than the run's state (an SQLite
-%% error): the workflow must not observe it as its own failure. The process stops;
-%% the run stays open and is resumed by the next engine start.
+%% @doc The store refused an append for a reason other than the run's state (an
+%% SQLite error): the workflow must not observe it as its own failure. The process
+%% stops; the run stays open and is resumed by the next engine start.
 -spec store_failed(term(), #wf{}) -> no_return().
 store_failed(Reason, #wf{ctx = Ctx, run_id = RunId, workflow_id = Wid} = S) ->
     logger:error("aion: append for run ~ts of workflow ~ts failed: ~p; the workflow "

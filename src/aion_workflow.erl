@@ -25,13 +25,16 @@
          patched/1, deprecate_patch/1, upsert_search_attributes/1]).
 -export([future_key/1]).
 
--export_type([future/0, activity/0, activity_outcome/0, timer_outcome/0]).
+%% Children and continue-as-new (aion_child).
+-export([start_child/3, execute_child/3, continue_as_new/1, continue_as_new/2]).
+
+-export_type([future/0, activity/0, activity_outcome/0, timer_outcome/0, child_outcome/0]).
 
 -callback run(Input :: term()) -> {ok, Result :: term()} | {error, Reason :: term()} | term().
 -callback options() -> map().
 -optional_callbacks([options/0]).
 
--record(future, {kind :: activity | timer, run_id :: binary(), id :: binary()}).
+-record(future, {kind :: activity | timer | child, run_id :: binary(), id :: binary()}).
 
 -opaque future() :: #future{}.
 -type activity() :: {module(), atom()} | binary().
@@ -41,6 +44,9 @@
                                                        | heartbeat}}
                           | {error, activity_cancelled}.
 -type timer_outcome() :: ok | {error, cancelled}.
+-type child_outcome() :: {ok, term()}
+                       | {error, {child_failed | child_cancelled | child_terminated
+                                  | child_timed_out, term()}}.
 -type cancelled() :: {error, {cancelled, Reason :: term()}}.
 
 %%% ===========================================================================
@@ -229,6 +235,8 @@ live_cancel({activity, Id}, S) ->
         {ok, _, S1} -> aion_activity_runner:cancel(S1#wf.ctx, S1#wf.run_id, Id);
         {error, {task_gone, _}} -> ok
     end;
+live_cancel({child, Id}, S) ->
+    aion_child:cancel(S, Id);
 live_cancel({timer, Id}, S) ->
     Row = aion_event:encode_row(timer_cancelled, aion_run:now_ms(), #{timer_id => Id}),
     case aion_run:append(#{events => [Row], timers_take => [Id]}, S) of
@@ -242,6 +250,9 @@ key(_, _) -> error(badarg).
 outcome(#{type := T} = Ev) when T =:= activity_completed; T =:= activity_failed;
                                T =:= activity_cancelled ->
     aion_activity_runner:await_result(Ev);
+outcome(#{type := T} = Ev) when T =:= child_workflow_completed;
+                               T =:= child_workflow_failed ->
+    aion_child:await_result(Ev);
 outcome(#{type := timer_fired}) ->
     ok;
 outcome(#{type := timer_cancelled}) ->
@@ -411,6 +422,75 @@ set_query_handler(Name, Fun) when is_binary(Name), is_function(Fun, 1) ->
     aion_run:put_st(S#wf{query_handlers = (S#wf.query_handlers)#{Name => Fun}});
 set_query_handler(_, _) ->
     error(badarg).
+
+%%% ===========================================================================
+%%% Child workflows and continue-as-new
+%%% ===========================================================================
+
+%% @doc Starts a child workflow of type `Type' (a module implementing this
+%% behaviour) with JSON input `Input' and returns its future (await it, or pass it
+%% to `wait_all/1', `wait_any/1', `cancel/1'). Records
+%% `child_workflow_started{child_id, workflow_id, run_id, workflow_type, input,
+%% options}' first, then creates the child run (its own history, `parent' = this
+%% workflow's id) and process. The child's outcome is recorded in this run's history
+%% when it happens (`child_workflow_completed' / `child_workflow_failed'), whether or
+%% not the parent awaits it; a child that continues as new is followed to its final
+%% run. Awaiting gives `{ok, Result}' or `{error, {child_failed | child_cancelled |
+%% child_terminated | child_timed_out, Detail}}'; a child whose workflow id is taken
+%% by an open run (or refused by its id reuse policy) fails with
+%% `{error, {child_failed, {already_started, RunId}}}'.
+%%
+%% Options (as `aion:start/3'): `id' (default a UUIDv4), `id_reuse_policy',
+%% `execution_timeout', `run_timeout' (ms), `search_attributes', `task_queue', and
+%% `parent_close_policy': what happens to the child when this run closes (any
+%% terminal status, continue-as-new included): `terminate' (default; the child is
+%% terminated with reason `#{parent_closed => ParentWorkflowId}'), `request_cancel'
+%% (a cancel request with that reason is recorded in the child) or `abandon' (it runs
+%% on). Defaults come from the child type's `options/0'.
+%%
+%% Bad input returns an error and records nothing: `{error, {unknown_workflow_type,
+%% Type}}', `{error, {invalid_option, Key}}', `{error, {invalid_payload, Path,
+%% Why}}'.
+-spec start_child(module(), term(), map()) -> future() | {error, term()}.
+start_child(Type, Input, Opts) ->
+    case aion_child:start(Type, Input, Opts) of
+        {ok, Id} ->
+            #future{kind = child, run_id = (aion_run:st())#wf.run_id, id = Id};
+        {error, _} = E ->
+            E
+    end.
+
+%% @doc Starts a child workflow and waits for its outcome:
+%% `await(start_child(Type, Input, Opts))'. Returns `{ok, Result}',
+%% `{error, {child_failed | child_cancelled | child_terminated | child_timed_out,
+%% Detail}}', `{error, {cancelled, Reason}}' when this workflow is cancelled, or the
+%% errors of {@link start_child/3} for bad input.
+-spec execute_child(module(), term(), map()) -> child_outcome() | cancelled()
+                                                   | {error, term()}.
+execute_child(Type, Input, Opts) ->
+    case start_child(Type, Input, Opts) of
+        #future{} = F -> await(F);
+        {error, _} = E -> E
+    end.
+
+%% @doc `continue_as_new(Input, #{})'.
+-spec continue_as_new(term()) -> no_return() | {error, term()}.
+continue_as_new(Input) ->
+    continue_as_new(Input, #{}).
+
+%% @doc Ends this run with `workflow_continued_as_new{new_run_id, input}' and starts
+%% the next run of the same workflow id with a fresh history
+%% (`workflow_started{continued_from}'), both in one transaction; does not return.
+%% Outstanding activities and timers of this run are cancelled; its children follow
+%% their parent close policy; the execution deadline, the parent link and the
+%% options `task_queue' and `run_timeout' carry over. `aion:await/1' and
+%% `aion:describe/1' follow the chain. Options: `workflow_type' (module; default
+%% this type), `run_timeout' (ms), `task_queue', `search_attributes'. Bad input
+%% returns (nothing recorded): `{error, {invalid_payload, Path, Why}}',
+%% `{error, {invalid_option, Key}}', `{error, {unknown_workflow_type, Type}}'.
+-spec continue_as_new(term(), map()) -> no_return() | {error, term()}.
+continue_as_new(Input, Opts) ->
+    aion_child:continue_as_new(Input, Opts).
 
 %%% ===========================================================================
 %%% Signals, deadlines, versioning, search attributes

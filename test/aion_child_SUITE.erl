@@ -1,0 +1,282 @@
+%% Child workflows and continue-as-new (SPEC 2.2, 3.5): futures of children in
+%% wait_all/await, failing children, parent close policies, nesting, a child that
+%% continues as new, spawn repair after a crash between record and create, kill -9
+%% of the node while a parent awaits a child, a 50-run continue-as-new chain, and
+%% bad input that records nothing.
+-module(aion_child_SUITE).
+
+-include_lib("common_test/include/ct.hrl").
+-include_lib("stdlib/include/assert.hrl").
+
+-export([all/0, suite/0, init_per_suite/1, end_per_suite/1, init_per_testcase/2,
+         end_per_testcase/2]).
+-export([three_children_wait_all/1, failing_child/1, close_policies/1,
+         bad_inputs_record_nothing/1, continue_as_new_50/1, child_continues_as_new/1,
+         nesting/1, repair_missing_child/1, kill_9_parent_awaits_child/1]).
+-export([child_main/2]).
+
+-define(W, aion_child_test_wf).
+
+suite() ->
+    [{timetrap, {minutes, 3}}].
+
+all() ->
+    [three_children_wait_all, failing_child, close_policies, bad_inputs_record_nothing,
+     continue_as_new_50, child_continues_as_new, nesting, repair_missing_child,
+     kill_9_parent_awaits_child].
+
+init_per_suite(Config) ->
+    ok = aion_ct:start_app(),
+    Config.
+
+end_per_suite(_Config) ->
+    _ = application:stop(aion),
+    ok.
+
+init_per_testcase(TC, Config) when TC =:= repair_missing_child;
+                                   TC =:= kill_9_parent_awaits_child ->
+    Config;
+init_per_testcase(TC, Config) ->
+    Path = aion_ct:db_path(Config, atom_to_list(TC) ++ ".db"),
+    _ = aion_ct:start_engine(aion_default, Path),
+    Config.
+
+end_per_testcase(_TC, _Config) ->
+    aion_ct:stop_engine(aion_default),
+    aion_ct:flush(),
+    ok.
+
+start(Input) ->
+    start(Input, #{}).
+
+start(Input, Opts) ->
+    {ok, #{workflow_id := Wid}} = aion:start(?W, Input, Opts),
+    Wid.
+
+children_of(Wid) ->
+    {ok, #{run_id := RunId}} = aion:describe(Wid),
+    {ok, Runs} = aion:list(#{}),
+    [R || #{parent := P} = R <- Runs, P =:= RunId].
+
+%%% ===========================================================================
+
+three_children_wait_all(_Config) ->
+    Wid = start(#{kind => three_children}),
+    {ok, [1, 4, 9]} = aion:await(Wid, 10000),
+    H = aion_ct:history(Wid),
+    Started = [E || #{type := child_workflow_started} = E <- H],
+    Done = [E || #{type := child_workflow_completed} = E <- H],
+    ?assertEqual(3, length(Started)),
+    ?assertEqual(3, length(Done)),
+    ?assertEqual(lists:sort([Id || #{child_id := Id} <- Started]),
+                 lists:sort([Id || #{child_id := Id} <- Done])),
+    Kids = children_of(Wid),
+    ?assertEqual(3, length(Kids)),
+    %% each child is a full workflow with its own history and a parent link
+    lists:foreach(
+      fun(#{workflow_id := K, run_id := KR}) ->
+              [#{run_id := KR}] = [S || #{run_id := KR2} = S <- Started, KR2 =:= KR],
+              {ok, #{status := completed}} = aion:describe(K),
+              [#{type := workflow_started, parent := Wid} | _] = aion_ct:history(K)
+      end, Kids),
+    {ok, #{pending_children := []}} = aion:describe(Wid).
+
+failing_child(_Config) ->
+    Wid = start(#{kind => failing_child}),
+    {ok, <<"saw failure">>} = aion:await(Wid, 10000),
+    {error, {failed, child_boom}} = aion:await(<<"bad-kid">>, 1000),
+    H = aion_ct:history(Wid),
+    [#{error := child_boom, kind := <<"failed">>}] =
+        [E || #{type := child_workflow_failed} = E <- H].
+
+close_policies(_Config) ->
+    Wid = start(#{kind => policies, prefix => <<"p">>}, #{id => <<"policy-parent">>}),
+    Kids = [<<"p-terminate">>, <<"p-request_cancel">>, <<"p-abandon">>],
+    Sleeping = fun(K) ->
+                       case aion:history(K) of
+                           {ok, H} -> lists:member(timer_started, aion_ct:types(H));
+                           _ -> false
+                       end
+               end,
+    aion_ct:wait_until(fun() -> lists:all(Sleeping, Kids) end, 10000),
+    {ok, #{pending_children := Pending}} = aion:describe(Wid),
+    ?assertEqual(3, length(Pending)),
+    ok = aion:terminate(Wid, <<"stop">>),
+    {error, {terminated, <<"stop">>}} = aion:await(Wid, 5000),
+    %% terminate: the child is terminated
+    {error, {terminated, #{parent_closed := Wid}}} = aion:await(<<"p-terminate">>, 5000),
+    %% request_cancel: the child sees the cancel request and ends cancelled
+    {error, {cancelled, #{parent_closed := Wid}}} = aion:await(<<"p-request_cancel">>, 5000),
+    [#{reason := #{parent_closed := Wid}}] =
+        [E || #{type := workflow_cancel_requested} = E
+                  <- aion_ct:history(<<"p-request_cancel">>)],
+    %% abandon: still running
+    {error, timeout} = aion:await(<<"p-abandon">>, 300),
+    {ok, #{status := running}} = aion:describe(<<"p-abandon">>),
+    %% the closed parent records nothing more
+    H = aion_ct:history(Wid),
+    workflow_terminated = maps:get(type, lists:last(H)),
+    ok = aion:terminate(<<"p-abandon">>, cleanup).
+
+bad_inputs_record_nothing(_Config) ->
+    Wid = start(#{kind => bad_inputs}),
+    {ok, Errors} = aion:await(Wid, 5000),
+    [<<"{error,{unknown_workflow_type,no_such_workflow_module}}">>,
+     <<"{error,{invalid_payload,[<<\"bad\">>],", _/binary>>,
+     <<"{error,{invalid_option,parent_close_policy}}">>,
+     <<"{error,{unknown_workflow_type,no_such_workflow_module}}">>,
+     <<"{error,{invalid_payload,[<<\"x\">>],", _/binary>>,
+     <<"{error,{invalid_option,bogus}}">>] = Errors,
+    [workflow_started, workflow_completed] = aion_ct:types(aion_ct:history(Wid)),
+    {ok, 1} = aion:count(#{}).
+
+continue_as_new_50(_Config) ->
+    Wid = start(#{kind => loop, n => 0, max => 50}),
+    {ok, #{<<"runs">> := 51, <<"from">> := #{<<"continued_from">> := Prev}}} =
+        aion:await(Wid, 60000),
+    {ok, 50} = aion:count(#{workflow_id => Wid, status => continued_as_new}),
+    {ok, 1} = aion:count(#{workflow_id => Wid, status => completed}),
+    {ok, 51} = aion:count(#{workflow_id => Wid}),
+    {ok, Runs} = aion:list(#{workflow_id => Wid}),
+    lists:foreach(fun(#{history_length := L}) -> true = L =< 4 end, Runs),
+    %% describe and history follow the chain; any run's history can be read
+    {ok, #{status := completed, run_id := Last, history_length := 2}} = aion:describe(Wid),
+    [#{type := workflow_started, continued_from := Prev}, _] = aion_ct:history(Wid),
+    [workflow_started, timer_started, timer_fired, workflow_continued_as_new] =
+        aion_ct:types(aion_ct:history(Wid, #{run_id => Prev})),
+    [#{new_run_id := Last}] = [E || #{type := workflow_continued_as_new} = E
+                                        <- aion_ct:history(Wid, #{run_id => Prev})],
+    %% the chain is one workflow id; each run links to the one before
+    Froms = [F || #{run_id := R} <- Runs,
+                  #{type := workflow_started, continued_from := F}
+                      <- [hd(aion_ct:history(Wid, #{run_id => R}))], F =/= null],
+    ?assertEqual(50, length(lists:usort(Froms))).
+
+child_continues_as_new(_Config) ->
+    Wid = start(#{kind => loop_parent, max => 3}),
+    {ok, 4} = aion:await(Wid, 20000),
+    {ok, 4} = aion:count(#{workflow_id => <<"looping-kid">>}),
+    H = aion_ct:history(Wid),
+    [_] = [E || #{type := child_workflow_started} = E <- H],
+    [#{result := #{<<"runs">> := 4}}] = [E || #{type := child_workflow_completed} = E <- H],
+    %% every run of the child chain links to the parent
+    {ok, #{run_id := ParentRun}} = aion:describe(Wid),
+    {ok, KidRuns} = aion:list(#{workflow_id => <<"looping-kid">>}),
+    [ParentRun] = lists:usort([P || #{parent := P} <- KidRuns]).
+
+nesting(_Config) ->
+    Wid = start(#{kind => nest, depth => 4}),
+    {ok, 4} = aion:await(Wid, 20000),
+    {ok, 5} = aion:count(#{}),
+    {ok, 5} = aion:count(#{status => completed}).
+
+%% The parent recorded child_workflow_started but the node died before the child
+%% was created: the rebuilt parent creates it (the recorded run id), exactly once.
+repair_missing_child(Config) ->
+    Db = aion_ct:db_path(Config, "repair.db"),
+    {ok, S} = aion_store:open(Db, #{}),
+    Now = erlang:system_time(millisecond),
+    Row = fun(Type, Fields) -> aion_event:encode_row(Type, Now, Fields) end,
+    Start = Row(workflow_started, #{workflow_type => <<"aion_child_test_wf">>,
+                                    input => #{kind => one_child}, workflow_id => <<"mom">>,
+                                    parent => null, continued_from => null, options => #{}}),
+    Child = Row(child_workflow_started,
+                #{child_id => <<"c1">>, workflow_id => <<"kid">>, run_id => <<"kid-run">>,
+                  workflow_type => <<"aion_child_test_wf">>,
+                  input => #{kind => square, n => 5},
+                  options => #{<<"parent_close_policy">> => <<"terminate">>}}),
+    {ok, _} = aion_store:append(S, [#{run_id => <<"mom-run">>, events => [Start, Child],
+                                      timers_put => [{<<"$child/c1">>, 253402300799999}],
+                                      create => #{workflow_id => <<"mom">>,
+                                                  type => <<"aion_child_test_wf">>,
+                                                  status => <<"running">>,
+                                                  started_at => Now}}]),
+    ok = aion_store:close(S),
+    {ok, _} = aion_engine:start(#{name => aion_default, db_path => Db}),
+    {ok, 25} = aion:await(<<"mom">>, 10000),
+    {ok, #{run_id := <<"kid-run">>, status := completed, parent := <<"mom-run">>}} =
+        aion:describe(<<"kid">>),
+    {ok, 1} = aion:count(#{workflow_id => <<"kid">>}),
+    [workflow_started, child_workflow_started, child_workflow_completed, workflow_completed] =
+        aion_ct:types(aion_ct:history(<<"mom">>)).
+
+%% kill -9 while the parent awaits its child (whose activity hangs): after the
+%% restart the child is not started again, its activity re-runs (attempt 2), and
+%% the parent completes.
+kill_9_parent_awaits_child(Config) ->
+    Dir = ?config(priv_dir, Config),
+    Db = filename:join(Dir, "kill9_child.db"),
+    File = filename:join(Dir, "child_lines"),
+    {Port, OsPid} = start_node(Db, File),
+    try
+        wait_line(Port, <<"ready">>, 60000),
+        "" = os:cmd("kill -9 " ++ OsPid),
+        wait_exit(Port)
+    after
+        _ = os:cmd("kill -9 " ++ OsPid ++ " 2>/dev/null")
+    end,
+    ?assertEqual([<<"1 1">>], lines(File)),
+    {ok, _} = aion_engine:start(#{name => aion_default, db_path => Db}),
+    {ok, #{<<"child">> := 1}} = aion:await(<<"line-parent">>, 20000),
+    ?assertEqual([<<"1 1">>, <<"1 2">>], lines(File)),
+    {ok, 1} = aion:count(#{workflow_id => <<"line-kid">>}),
+    {ok, 2} = aion:count(#{}),
+    H = aion_ct:history(<<"line-parent">>),
+    [_] = [E || #{type := child_workflow_started} = E <- H],
+    [#{result := 1}] = [E || #{type := child_workflow_completed} = E <- H].
+
+%%% ===========================================================================
+%%% The other node
+
+start_node(Db, File) ->
+    Erl = os:find_executable("erl"),
+    Paths = lists:usort([filename:dirname(code:which(M))
+                         || M <- [aion, ?W, ?MODULE, aion_test_activities, aion_ct]]),
+    Eval = lists:flatten(io_lib:format("~s:child_main(~p, ~p)", [?MODULE, Db, File])),
+    Port = open_port({spawn_executable, Erl},
+                     [{args, ["-noshell", "-pa" | Paths] ++ ["-eval", Eval]},
+                      {line, 4096}, binary, exit_status, use_stdio, stderr_to_stdout]),
+    receive
+        {Port, {data, {eol, <<"pid ", P/binary>>}}} -> {Port, binary_to_list(P)};
+        {Port, {exit_status, St}} -> ct:fail({node_exited, St})
+    after 30000 -> ct:fail(node_did_not_start)
+    end.
+
+wait_line(Port, Line, Timeout) ->
+    receive
+        {Port, {data, {eol, Line}}} -> ok;
+        {Port, {data, {eol, Other}}} -> ct:pal("node: ~s", [Other]),
+                                        wait_line(Port, Line, Timeout);
+        {Port, {exit_status, St}} -> ct:fail({node_exited_early, St})
+    after Timeout -> ct:fail({node_not, Line})
+    end.
+
+wait_exit(Port) ->
+    receive
+        {Port, {exit_status, _}} -> ok;
+        {Port, _} -> wait_exit(Port)
+    after 30000 -> ct:fail(node_did_not_die)
+    end.
+
+lines(File) ->
+    case file:read_file(File) of
+        {ok, B} -> binary:split(B, <<"\n">>, [global, trim_all]);
+        {error, enoent} -> []
+    end.
+
+child_main(Db, File) ->
+    io:format("pid ~s~n", [os:getpid()]),
+    try
+        ok = application:load(aion),
+        ok = application:set_env(aion, db_path, Db),
+        ok = application:set_env(aion, start_default_engine, true),
+        {ok, _} = application:ensure_all_started(aion),
+        {ok, _} = aion:start(?W, #{kind => line_parent, file => list_to_binary(File)},
+                             #{id => <<"line-parent">>}),
+        aion_ct:wait_until(fun() -> lines(File) =:= [<<"1 1">>] end, 30000),
+        io:format("ready~n"),
+        receive after infinity -> ok end
+    catch C:R:St ->
+            io:format("node failed ~p:~p ~p~n", [C, R, St]),
+            erlang:halt(3)
+    end.
