@@ -422,6 +422,7 @@ large_string_test() ->
     %% An invalid byte at the very end of a large string, found on the dirty path.
     Bad = <<S/binary, 255>>,
     ?assertEqual(perr([0], invalid_utf8), aion_json:encode([Bad])),
+    ?assertEqual({ok, #{S => S}}, dec(enc(#{S => S}))),
     Raw = <<(binary:copy(<<"é😀ab"/utf8>>, 100000))/binary, 255>>,
     ?assertEqual(err(byte_size(Raw), invalid_utf8), dec(<<"\"", Raw/binary, "\"">>)).
 
