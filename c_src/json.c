@@ -39,7 +39,6 @@
  * the budget (2nd argument; aion_json passes 64 KiB). Encode gives up as soon as
  * its output would exceed the budget and starts again on a dirty CPU scheduler,
  * so the wasted work is bounded by the budget. */
-#include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <math.h>
@@ -1184,6 +1183,9 @@ static int key_text(encoder *e, ERL_NIF_TERM map, ERL_NIF_TERM k, const unsigned
     ErlNifBinary b;
     e->why = R_INVALID_KEY;
     if (enif_inspect_binary(e->env, k, &b)) {
+        int rc = spend(e, b.size); /* validating a long key is work too */
+        if (rc != E_OK)
+            return rc;
         if (!utf8_valid(b.data, b.size))
             return E_PAYLOAD;
         *text = b.data;

@@ -299,3 +299,174 @@ encode_returns_iodata_test() ->
 encode_badarg_test() ->
     ?assertError(badarg, aion_nif:json_encode(1, -1)),
     ?assertError(badarg, aion_nif:json_encode(1, foo)).
+
+%%% ---------------------------------------------------------------------------
+%%% JSONTestSuite (test/data/json_test_parsing, see test/data/README.md)
+%%% ---------------------------------------------------------------------------
+
+suite_dir() ->
+    Candidates = [filename:join([filename:dirname(?FILE), "data", "json_test_parsing"]),
+                  filename:join([filename:dirname(code:which(?MODULE)), "data",
+                                 "json_test_parsing"]),
+                  filename:join([filename:dirname(code:which(?MODULE)), "..", "..", "..",
+                                 "..", "..", "test", "data", "json_test_parsing"])],
+    case [D || D <- Candidates, filelib:is_dir(D)] of
+        [Dir | _] -> Dir;
+        [] -> error({json_test_parsing_not_found, Candidates})
+    end.
+
+json_test_suite_test_() ->
+    Dir = suite_dir(),
+    Files = lists:sort(filelib:wildcard("*.json", Dir)),
+    [?_assertEqual(318, length(Files)) |
+     [{F, ?_test(check_suite_file(F, filename:join(Dir, F)))} || F <- Files]].
+
+check_suite_file(Name, Path) ->
+    {ok, Bin} = file:read_file(Path),
+    Result = dec(Bin),
+    ?assert(prop_aion_json:valid_decode_result(Bin, Result)),
+    case Name of
+        "y_" ++ _ -> ?assertMatch({ok, _}, Result);
+        "n_" ++ _ -> ?assertMatch({error, {invalid_json, _, _}}, Result);
+        "i_" ++ _ -> ok
+    end,
+    %% The same answer on a dirty scheduler.
+    ?assertEqual(Result, aion_nif:json_decode(Bin, 0)).
+
+%%% ---------------------------------------------------------------------------
+%%% Robustness: 100,000 random and mutated inputs
+%%% ---------------------------------------------------------------------------
+
+random_inputs_test_() ->
+    {timeout, 300, fun random_inputs/0}.
+
+random_inputs() ->
+    Seed = {erlang:phash2(self()), erlang:unique_integer([positive]), 42},
+    S0 = rand:seed_s(exsss, Seed),
+    Valid = [enc(V) || V <- [#{<<"a">> => [1, 2.5, -3, true, null, <<"x\n☃"/utf8>>],
+                               b => #{c => [[], #{}]}},
+                             [123456789012345678901234567890, -0.0, 1.0e300, <<"\"\\">>],
+                             <<"😀"/utf8>>]] ++ [<<"{\"k\":\"\\ud83d\\ude00\\u0041\"}">>],
+    Alphabet = <<"[]{}\",:0123456789-+.eEtrufalsn \\u\t\n">>,
+    {_, Failures} =
+        lists:foldl(
+          fun(N, {S, Bad}) ->
+                  {Bin, S1} = case N rem 3 of
+                                  0 -> random_bytes(S);
+                                  1 -> random_alphabet(S, Alphabet);
+                                  2 -> random_mutation(S, Valid)
+                              end,
+                  Ok = try prop_aion_json:valid_decode_result(Bin, dec(Bin))
+                       catch C:R -> {C, R}
+                       end,
+                  {S1, case Ok of true -> Bad; _ -> [{Bin, Ok} | Bad] end}
+          end, {S0, []}, lists:seq(1, 100000)),
+    ?assertEqual({Seed, []}, {Seed, lists:sublist(Failures, 5)}).
+
+random_bytes(S) ->
+    {Len, S1} = rand:uniform_s(65, S),
+    random_list(Len - 1, S1, fun(St) -> {B, St1} = rand:uniform_s(256, St), {B - 1, St1} end).
+
+random_alphabet(S, Alphabet) ->
+    {Len, S1} = rand:uniform_s(65, S),
+    random_list(Len - 1, S1, fun(St) ->
+                                     {I, St1} = rand:uniform_s(byte_size(Alphabet), St),
+                                     {binary:at(Alphabet, I - 1), St1}
+                             end).
+
+random_list(Len, S, Gen) ->
+    {Bytes, S1} = lists:foldl(fun(_, {Acc, St}) -> {B, St1} = Gen(St), {[B | Acc], St1} end,
+                              {[], S}, lists:seq(1, Len)),
+    {list_to_binary(Bytes), S1}.
+
+random_mutation(S, Valid) ->
+    {I, S1} = rand:uniform_s(length(Valid), S),
+    {K, S2} = rand:uniform_s(4, S1),
+    mutate_n(K, lists:nth(I, Valid), S2).
+
+mutate_n(0, Bin, S) -> {Bin, S};
+mutate_n(K, <<>>, S) -> mutate_n(K - 1, <<>>, S);
+mutate_n(K, Bin, S) ->
+    {Op, S1} = rand:uniform_s(4, S),
+    {P, S2} = rand:uniform_s(byte_size(Bin), S1),
+    {B, S3} = rand:uniform_s(256, S2),
+    I = P - 1,
+    <<Pre:I/binary, X, Post/binary>> = Bin,
+    Bin1 = case Op of
+               1 -> <<Pre/binary, (B - 1), Post/binary>>;       % replace
+               2 -> <<Pre/binary, (B - 1), X, Post/binary>>;    % insert
+               3 -> <<Pre/binary, Post/binary>>;                % delete
+               4 -> Pre                                         % truncate
+           end,
+    mutate_n(K - 1, Bin1, S3).
+
+%%% ---------------------------------------------------------------------------
+%%% Scheduling: inputs over the budget (dirty CPU) and forced dirty paths
+%%% ---------------------------------------------------------------------------
+
+large_array_test_() ->
+    {timeout, 120,
+     fun() ->
+             L = [#{<<"i">> => I, <<"f">> => I / 7, <<"s">> => integer_to_binary(I)}
+                  || I <- lists:seq(1, 40000)],
+             Bin = enc(L),
+             ?assert(byte_size(Bin) > 1000000),
+             ?assertEqual({ok, L}, dec(Bin)),
+             ?assertEqual(Bin, enc(element(2, dec(Bin))))
+     end}.
+
+large_string_test() ->
+    S = binary:copy(<<"é\"\n😀"/utf8>>, 100000),
+    Bin = enc([S]),
+    ?assertEqual({ok, [S]}, dec(Bin)),
+    %% An invalid byte at the very end of a large string, found on the dirty path.
+    Bad = <<S/binary, 255>>,
+    ?assertEqual(perr([0], invalid_utf8), aion_json:encode([Bad])),
+    ?assertEqual({ok, #{S => S}}, dec(enc(#{S => S}))),
+    Raw = <<(binary:copy(<<"é😀ab"/utf8>>, 100000))/binary, 255>>,
+    ?assertEqual(err(byte_size(Raw), invalid_utf8), dec(<<"\"", Raw/binary, "\"">>)).
+
+large_error_offset_test() ->
+    Bin = iolist_to_binary(["[", lists:join(",", lists:duplicate(100000, "1")), ",]"]),
+    ?assertEqual(err(byte_size(Bin) - 1, invalid_token), dec(Bin)).
+
+many_bignums_test() ->
+    %% 15 integers of 4,000 digits: under 64 KiB of input but over the work budget.
+    Big = binary_to_integer(binary:copy(<<"7">>, 4000)),
+    L = [Big + I || I <- lists:seq(1, 15)],
+    Bin = enc(L),
+    ?assert(byte_size(Bin) < 65536),
+    ?assertEqual({ok, L}, dec(Bin)).
+
+%% Budget 0: every call goes to a dirty scheduler; budget 10: encode gives up
+%% part way (with map iterators open) and starts again there.
+forced_dirty_test_() ->
+    Terms = [1, <<"x">>, [1, 2, 3], #{a => [#{b => lists:seq(1, 50)}], c => <<"ok">>},
+             #{<<"k">> => [1, {bad}]}, nested_lists(512), nested_lists(513),
+             maps:from_list([{integer_to_binary(I), [I]} || I <- lists:seq(1, 100)])],
+    [?_assertEqual(aion_nif:json_encode(T, 1 bsl 40), aion_nif:json_encode(T, Budget))
+     || T <- Terms, Budget <- [0, 10]] ++
+    [?_assertEqual(Expected, aion_nif:json_decode(In, 0)) || {In, Expected} <- decode_table()].
+
+concurrent_test() ->
+    Parent = self(),
+    Docs = [enc(#{<<"n">> => N, <<"l">> => lists:seq(1, N * 1000)}) || N <- lists:seq(1, 8)],
+    Pids = [spawn_monitor(fun() ->
+                                  R = [dec(D) || _ <- lists:seq(1, 20), D <- Docs],
+                                  Parent ! {self(), lists:all(fun({ok, _}) -> true;
+                                                                 (_) -> false
+                                                              end, R)}
+                          end) || _ <- lists:seq(1, 8)],
+    [receive {Pid, Result} -> ?assert(Result)
+     after 60000 -> error(timeout)
+     end || {Pid, _Ref} <- Pids].
+
+%%% ---------------------------------------------------------------------------
+%%% PropEr (test/prop_aion_json.erl)
+%%% ---------------------------------------------------------------------------
+
+proper_test_() ->
+    Opts = [{numtests, 1000}, {to_file, user}],
+    [{atom_to_list(P), {timeout, 300,
+                        ?_assert(proper:quickcheck(prop_aion_json:P(), Opts))}}
+     || P <- [prop_round_trip, prop_error_path, prop_random_bytes, prop_mutated]].
