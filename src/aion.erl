@@ -18,7 +18,8 @@
 %%     policy refuses a new run (start).</li>
 %% <li>`not_found': no run of that workflow id (await, describe, history,
 %%     lifecycle calls).</li>
-%% <li>`timeout': the caller's wait in {@link await/2} ran out (the run goes on).</li>
+%% <li>`timeout': the caller's wait in {@link await/2} ran out (the run goes on);
+%%     `engine_stopped': the engine stopped during the wait.</li>
 %% <li>`{failed, Error}', `{cancelled, Reason}', `{terminated, Reason}', `timed_out':
 %%     the outcome of a run that did not complete (await).</li>
 %% <li>`not_running', `{bad_status, Status}': lifecycle calls on a run in the
@@ -196,12 +197,12 @@ conflict(_, _, _, Existing) ->
 %%% ===========================================================================
 
 %% @doc `await(WorkflowId, infinity)'.
--spec await(binary()) -> outcome() | {error, not_found}.
+-spec await(binary()) -> outcome() | {error, not_found | engine_stopped}.
 await(WorkflowId) ->
     await(WorkflowId, infinity, #{}).
 
 %% @doc `await(WorkflowId, TimeoutMs, #{})'.
--spec await(binary(), timeout()) -> outcome() | {error, not_found | timeout}.
+-spec await(binary(), timeout()) -> outcome() | {error, not_found | timeout | engine_stopped}.
 await(WorkflowId, Timeout) ->
     await(WorkflowId, Timeout, #{}).
 
@@ -211,8 +212,10 @@ await(WorkflowId, Timeout) ->
 %% `{error, {terminated, Reason}}', `{error, timed_out}'. Follows continue-as-new to
 %% the final run. A run that closed before the call answers from the store.
 %% `{error, timeout}' when `TimeoutMs' (ms or `infinity') ran out first (the run
-%% goes on), `{error, not_found}' for an unknown workflow id.
--spec await(binary(), timeout(), map()) -> outcome() | {error, not_found | timeout}.
+%% goes on), `{error, not_found}' for an unknown workflow id, `{error,
+%% engine_stopped}' when the engine stopped during the wait.
+-spec await(binary(), timeout(), map()) ->
+          outcome() | {error, not_found | timeout | engine_stopped}.
 await(WorkflowId, Timeout, Opts) when is_binary(WorkflowId) ->
     #{store := Store} = Ctx = ctx(Opts),
     Deadline = case Timeout of
@@ -257,13 +260,24 @@ wait_done(#{store := Store} = Ctx, RunId, Ref, Deadline) ->
                infinity -> infinity;
                _ -> max(0, Deadline - erlang:monotonic_time(millisecond))
            end,
+    %% The engine stopping (its store owner exiting) ends the wait: the waiter
+    %% registration dies with it.
+    Mon = case Ctx of
+              #{owner := Owner} -> erlang:monitor(process, Owner);
+              _ -> make_ref()
+          end,
     receive
         {aion_done, Ref, undefined} ->
+            erlang:demonitor(Mon, [flush]),
             {ok, Run} = aion_store:get_run(Store, RunId),
             closed_outcome(Ctx, Run, Deadline);
         {aion_done, Ref, Event} ->
-            follow(Ctx, aion_waiters:result(Event), Deadline)
+            erlang:demonitor(Mon, [flush]),
+            follow(Ctx, aion_waiters:result(Event), Deadline);
+        {'DOWN', Mon, process, _, _} ->
+            {error, engine_stopped}
     after Left ->
+            erlang:demonitor(Mon, [flush]),
             aion_waiters:unregister(Ctx, RunId, Ref),
             {error, timeout}
     end.

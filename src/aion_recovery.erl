@@ -19,25 +19,35 @@ start_link(Name) ->
     gen_server:start_link({local, aion_ctx:proc_name(Name, recovery)}, ?MODULE, Name, []).
 
 %% @private
+%% Outstanding activities are re-dispatched before the engine's start returns, so
+%% that no activity a new run schedules afterwards can be picked up twice; workflow
+%% processes are started right after, asynchronously.
 -spec init(atom()) -> {ok, atom(), {continue, recover}}.
 init(Name) ->
+    recover_activities(aion_ctx:get(Name)),
     {ok, Name, {continue, recover}}.
 
 %% @private
 -spec handle_continue(recover, atom()) -> {noreply, atom()}.
 handle_continue(recover, Name) ->
-    recover(aion_ctx:get(Name)),
+    _ = recover_runs(aion_ctx:get(Name)),
     {noreply, Name}.
 
-%% @doc Resumes every open run of the engine (see the module doc). Returns the
+%% @doc Resumes everything open of the engine (see the module doc). Returns the
 %% number of workflow processes started.
 -spec recover(aion_ctx:ctx()) -> non_neg_integer().
-recover(#{store := Store} = Ctx) ->
+recover(Ctx) ->
+    recover_activities(Ctx),
+    recover_runs(Ctx).
+
+recover_activities(Ctx) ->
     try aion_activity_runner:recover(Ctx)
     catch C:R:St ->
             logger:error("aion: re-dispatching outstanding activities failed: ~p:~p ~p",
                          [C, R, St])
-    end,
+    end.
+
+recover_runs(#{store := Store} = Ctx) ->
     {ok, Runs} = aion_store:runs_by_status(Store, [<<"running">>, <<"paused">>, <<"stuck">>]),
     lists:foldl(fun(Run, N) -> N + resume(Ctx, Run) end, 0, Runs).
 

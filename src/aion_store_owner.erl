@@ -28,7 +28,7 @@ init(#{name := Name, db_path := Path} = Opts) ->
                                                 {write_concurrency, true}]),
                     waiters => ets:new(aion_waiters, [bag, public,
                                                       {write_concurrency, true}]),
-                    opts => Opts},
+                    opts => Opts, owner => self()},
             ok = aion_ctx:put(Name, Ctx),
             {ok, Ctx};
         {error, Reason} ->

@@ -93,7 +93,15 @@ stop_leaves_no_process(Config) ->
                                             aion_ct:types(aion_ct:history(<<"sleeper">>)))
                        end, 5000),
     {ok, #{residency := resident}} = aion:describe(<<"held">>),
+    Self = self(),
+    {Awaiter, AMon} = spawn_monitor(fun() -> Self ! {awaited, aion:await(<<"held">>)} end),
+    #{waiters := Waiters} = aion_ctx:get(aion_default),
+    aion_ct:wait_until(fun() -> ets:info(Waiters, size) =:= 1 end, 5000),
     ok = aion_engine:stop(aion_default),
+    receive {awaited, Awaited} -> {error, engine_stopped} = Awaited
+    after 5000 -> error({awaiter_hangs, Awaiter})
+    end,
+    receive {'DOWN', AMon, process, Awaiter, _} -> ok end,
     After = lists:sort(processes()),
     ?assertEqual([], [{P, erlang:process_info(P, [registered_name, initial_call,
                                                   current_function])}
