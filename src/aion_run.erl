@@ -272,7 +272,7 @@ cleanup(#wf{ctx = Ctx, run_id = RunId, replay = R, options = Opts}) ->
 stuck(#{expected := Exp, got := Got, seq := Seq} = D,
       #wf{ctx = #{store := Store} = Ctx, run_id = RunId, workflow_id = Wid, type = Type} = S) ->
     logger:error("aion: nondeterminism in workflow ~ts (run ~ts, type ~p) at seq ~p: "
-                 "history has ~p, code issued ~p; the run is stuck until aion:retry/1",
+                 "history has ~0p, code issued ~0p; the run is stuck until aion:retry/1",
                  [Wid, RunId, Type, Seq, Exp, Got]),
     {ok, Json} = aion_json:encode_bin(D#{kind => nondeterminism}),
     Op = #{run_id => RunId, set => #{status => <<"stuck">>, stuck_reason => Json}},
