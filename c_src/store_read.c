@@ -57,7 +57,8 @@ int store_read_enter(ErlNifEnv *env, db_res *db, reader **out, ERL_NIF_TERM *err
         char msg[256];
         rd = store_reader_open(db, &code, msg, sizeof msg);
         if (rd == NULL) {
-            *err = enif_make_tuple2(env, db->atoms.a_error, store_sqlite_reason(env, &db->atoms, code, msg));
+            *err = enif_make_tuple2(env, db->atoms.a_error,
+                                    store_sqlite_reason(env, &db->atoms, code, msg));
             enif_mutex_lock(db->mu);
             if (--db->active == 0)
                 enif_cond_broadcast(db->idle_cv);
