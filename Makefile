@@ -21,6 +21,7 @@ demo: build
 test: build
 	$(REBAR) do eunit, ct
 	$(REBAR) xref
+	$(REBAR) dialyzer
 
 eunit: build
 	$(REBAR) eunit

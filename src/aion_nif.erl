@@ -22,6 +22,13 @@
 -export([build_info/0]).
 -nifs([build_info/0]).
 
+%% mailbox section (c_src/mailbox.c); Erlang wants every attribute before the
+%% first function, so the section's attributes live here and its stubs below.
+-export([mailbox_new/1, mailbox_retain/5, mailbox_take/3, mailbox_take_all/2,
+         mailbox_bump_epoch/2, mailbox_epoch/2, mailbox_count/1, mailbox_forget/2]).
+-nifs([mailbox_new/1, mailbox_retain/5, mailbox_take/3, mailbox_take_all/2,
+       mailbox_bump_epoch/2, mailbox_epoch/2, mailbox_count/1, mailbox_forget/2]).
+
 -define(NOT_LOADED, erlang:nif_error({not_loaded, [{module, ?MODULE}, {line, ?LINE}]})).
 
 init() ->
@@ -116,7 +123,36 @@ store_checkpoint(_Db) -> ?NOT_LOADED.
 %%% mailbox (c_src/mailbox.c)
 %%% ===========================================================================
 
+%% @doc A new mailbox keeping at most `MaxTombstones' exit tombstones.
+-spec mailbox_new(non_neg_integer()) -> reference().
+mailbox_new(_MaxTombstones) -> ?NOT_LOADED.
 
+%% @doc Retains a copy of `Payload' under `{Pid, Correlation}' and sends `Marker' to `Pid'.
+-spec mailbox_retain(reference(), pid(), term(), term(), atom()) -> ok | {error, exited}.
+mailbox_retain(_Mailbox, _Pid, _Correlation, _Payload, _Marker) -> ?NOT_LOADED.
 
+%% @doc Removes and returns the payload retained under `{Pid, Correlation}'.
+-spec mailbox_take(reference(), pid(), term()) -> {ok, term()} | none.
+mailbox_take(_Mailbox, _Pid, _Correlation) -> ?NOT_LOADED.
+
+%% @doc Removes and returns every entry retained for `Pid', in retain order.
+-spec mailbox_take_all(reference(), pid()) -> [{term(), term()}].
+mailbox_take_all(_Mailbox, _Pid) -> ?NOT_LOADED.
+
+%% @doc Increments the wake epoch of `Pid'; raises `exited' for a dead pid.
+-spec mailbox_bump_epoch(reference(), pid()) -> pos_integer().
+mailbox_bump_epoch(_Mailbox, _Pid) -> ?NOT_LOADED.
+
+%% @doc The wake epoch of `Pid' (0 if never seen, `exited' after it exited).
+-spec mailbox_epoch(reference(), pid()) -> non_neg_integer() | exited.
+mailbox_epoch(_Mailbox, _Pid) -> ?NOT_LOADED.
+
+%% @doc The number of retained entries over all pids.
+-spec mailbox_count(reference()) -> non_neg_integer().
+mailbox_count(_Mailbox) -> ?NOT_LOADED.
+
+%% @doc Drops every entry, the monitor and any tombstone of `Pid'.
+-spec mailbox_forget(reference(), pid()) -> ok.
+mailbox_forget(_Mailbox, _Pid) -> ?NOT_LOADED.
 
 %%% ===========================================================================
