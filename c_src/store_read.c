@@ -57,7 +57,8 @@ int store_read_enter(ErlNifEnv *env, db_res *db, reader **out, ERL_NIF_TERM *err
         char msg[256];
         rd = store_reader_open(db, &code, msg, sizeof msg);
         if (rd == NULL) {
-            *err = enif_make_tuple2(env, db->atoms.a_error, store_sqlite_reason(env, &db->atoms, code, msg));
+            *err = enif_make_tuple2(env, db->atoms.a_error,
+                                    store_sqlite_reason(env, &db->atoms, code, msg));
             enif_mutex_lock(db->mu);
             if (--db->active == 0)
                 enif_cond_broadcast(db->idle_cv);
@@ -287,6 +288,24 @@ ERL_NIF_TERM aion_store_current_run(ErlNifEnv *env, int argc, const ERL_NIF_TERM
     return cached_query(env, db, R_CURRENT_RUN, b, 1, ROW_RUN, 1);
 }
 
+/* A row limit: a non-negative integer (one beyond 64 bits means no limit, -1) or
+ * `infinity' (-1). Returns 0 for anything else. */
+static int get_limit(ErlNifEnv *env, const store_atoms *a, ERL_NIF_TERM t, ErlNifSInt64 *out)
+{
+    if (enif_is_identical(t, a->a_infinity)) {
+        *out = -1;
+        return 1;
+    }
+    if (enif_get_int64(env, t, out))
+        return *out >= 0;
+    if (enif_term_type(env, t) == ERL_NIF_TERM_TYPE_INTEGER &&
+        enif_compare(t, enif_make_int(env, 0)) > 0) {
+        *out = -1;
+        return 1;
+    }
+    return 0;
+}
+
 /* store_due_timers(Db, UpTo, Limit :: non_neg_integer() | infinity) */
 ERL_NIF_TERM aion_store_due_timers(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
 {
@@ -294,12 +313,9 @@ ERL_NIF_TERM aion_store_due_timers(ErlNifEnv *env, int argc, const ERL_NIF_TERM 
     db_res *db = store_get_db(env, argv[0]);
     if (db == NULL || !arg_int(env, argv[1], &b[0]))
         return enif_make_badarg(env);
-    if (enif_is_identical(argv[2], db->atoms.a_infinity)) {
-        b[1].is_int = 1;
-        b[1].i = -1;
-    } else if (!arg_int(env, argv[2], &b[1]) || b[1].i < 0) {
+    b[1].is_int = 1;
+    if (!get_limit(env, &db->atoms, argv[2], &b[1].i))
         return enif_make_badarg(env);
-    }
     return cached_query(env, db, R_DUE_TIMERS, b, 2, ROW_TIMER, 0);
 }
 
@@ -421,7 +437,7 @@ static int q_filter(ErlNifEnv *env, const store_atoms *a, query_b *q, ERL_NIF_TE
     }
     if (enif_get_map_value(env, m, a->a_limit, &v)) {
         known++;
-        if (!enif_get_int64(env, v, &q->limit) || q->limit < 0)
+        if (!get_limit(env, a, v, &q->limit))
             return 0;
     }
     if (enif_get_map_value(env, m, a->a_status, &v)) {

@@ -60,7 +60,7 @@
                     workflow_id => binary(), parent => binary(),
                     started_after => integer(), started_before => integer(),
                     closed_after => integer(), closed_before => integer(),
-                    limit => non_neg_integer(),
+                    limit => non_neg_integer() | infinity,
                     cursor => {StartedAt :: integer(), RunId :: binary()}}.
 -type timer() :: {RunId :: binary(), TimerId :: binary(), FireAt :: integer()}.
 -type task() :: {RunId :: binary(), ActivityId :: binary(), Attempt :: integer(),

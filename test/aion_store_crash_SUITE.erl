@@ -1,16 +1,17 @@
 %% Crash durability of the SQLite store: a separate BEAM (an OS process) appends
-%% multi-event batches from many processes with synchronous=full and acknowledges each
-%% committed append on stdout; after a few thousand acknowledgements the test kills it
-%% with `kill -9', reopens the database and checks that every acknowledged event is
-%% there, every history is gap-free from 1 and no batch is partially visible. Two
-%% rounds run on the same database (the second child restarts on what the first left).
+%% multi-event batches from many processes with synchronous=full; each worker records
+%% every acknowledged append at once in its own raw ack file (a write(2) that survives
+%% the process being killed). After a few thousand acknowledgements the test kills the
+%% node with `kill -9', reopens the database and checks that every acknowledged event
+%% is there, every history is gap-free from 1 and no batch is partially visible.
+%% Three rounds run on the same database (each child restarts on what the last left).
 -module(aion_store_crash_SUITE).
 
 -include_lib("common_test/include/ct.hrl").
 -include_lib("stdlib/include/assert.hrl").
 
 -export([all/0, suite/0, kill_9_during_appends/1]).
--export([child_main/2]).
+-export([child_main/3]).
 
 -define(WORKERS, 48).
 -define(A_EVENTS, 5). % events per batch on a worker's first run
@@ -24,20 +25,24 @@ all() ->
     [kill_9_during_appends].
 
 kill_9_during_appends(Config) ->
-    Db = filename:join(?config(priv_dir, Config), "crash.db"),
-    Acks1 = run_and_kill(Db, 1),
-    verify(Db, Acks1),
-    Acks2 = run_and_kill(Db, 2),
-    verify(Db, Acks1 ++ Acks2),
-    ct:comment("~b + ~b acknowledged appends survived kill -9", [length(Acks1), length(Acks2)]),
+    Dir = ?config(priv_dir, Config),
+    Db = filename:join(Dir, "crash.db"),
+    Acks = lists:foldl(fun(Round, Acc) ->
+                               New = run_and_kill(Db, filename:join(Dir, "acks"), Round),
+                               verify(Db, Acc ++ New),
+                               Acc ++ New
+                       end, [], [1, 2, 3]),
+    ct:comment("~b acknowledged appends survived kill -9 (3 rounds)", [length(Acks)]),
     ok.
 
 %%% ------------------------------------------------------------------ the test side
 
-run_and_kill(Db, Round) ->
+run_and_kill(Db, AckDir, Round) ->
+    RoundDir = filename:join(AckDir, integer_to_list(Round)),
+    ok = filelib:ensure_dir(filename:join(RoundDir, "x")),
     Erl = os:find_executable("erl"),
     Paths = lists:usort([filename:dirname(code:which(M)) || M <- [aion_store, ?MODULE]]),
-    Eval = lists:flatten(io_lib:format("~s:child_main(~p, ~b)", [?MODULE, Db, Round])),
+    Eval = lists:flatten(io_lib:format("~s:child_main(~p, ~p, ~b)", [?MODULE, Db, RoundDir, Round])),
     Args = ["-noshell", "-pa" | Paths] ++ ["-eval", Eval],
     Port = open_port({spawn_executable, Erl},
                      [{args, Args}, {line, 4096}, binary, exit_status, use_stdio, stderr_to_stdout]),
@@ -47,38 +52,43 @@ run_and_kill(Db, Round) ->
             after 30000 -> ct:fail(child_did_not_start)
             end,
     try
-        Acks = collect(Port, [], 0, ?ACKS_BEFORE_KILL),
+        ok = wait_for_acks(Port, RoundDir, ?ACKS_BEFORE_KILL,
+                           erlang:monotonic_time(millisecond) + 60000),
         "" = os:cmd("kill -9 " ++ OsPid),
-        %% acknowledgements already written to the pipe still count
-        All = drain(Port, Acks),
-        ct:pal("round ~b: ~b acknowledged appends before kill -9 of ~s", [Round, length(All), OsPid]),
-        All
+        receive
+            {Port, {exit_status, _}} -> ok
+        after 30000 ->
+            ct:fail(child_did_not_die)
+        end,
+        Acks = read_acks(RoundDir),
+        ct:pal("round ~b: ~b acknowledged appends before kill -9 of ~s", [Round, length(Acks), OsPid]),
+        Acks
     after
         _ = os:cmd("kill -9 " ++ OsPid ++ " 2>/dev/null")
     end.
 
-collect(_Port, Acks, N, Target) when N >= Target ->
-    Acks;
-collect(Port, Acks, N, Target) ->
+%% Polls the ack files (with a deadline) until they hold N acknowledgements.
+wait_for_acks(Port, Dir, N, Deadline) ->
     receive
-        {Port, {data, {eol, <<"ack ", Rest/binary>>}}} ->
-            collect(Port, [parse_ack(Rest) | Acks], N + 1, Target);
-        {Port, {data, {eol, Other}}} ->
-            ct:fail({unexpected_child_output, Other});
-        {Port, {exit_status, St}} ->
-            ct:fail({child_exited_early, St})
-    after 60000 ->
-        ct:fail({too_few_acks, N})
+        {Port, {data, {eol, Line}}} -> ct:fail({unexpected_child_output, Line});
+        {Port, {exit_status, St}} -> ct:fail({child_exited_early, St})
+    after 20 ->
+        case length(read_acks(Dir)) >= N of
+            true -> ok;
+            false ->
+                erlang:monotonic_time(millisecond) < Deadline orelse ct:fail(too_few_acks),
+                wait_for_acks(Port, Dir, N, Deadline)
+        end
     end.
 
-drain(Port, Acks) ->
-    receive
-        {Port, {data, {eol, <<"ack ", Rest/binary>>}}} -> drain(Port, [parse_ack(Rest) | Acks]);
-        {Port, {data, _}} -> drain(Port, Acks);
-        {Port, {exit_status, _}} -> Acks
-    after 30000 ->
-        ct:fail(child_did_not_die)
-    end.
+%% Every complete line of every ack file of a round.
+read_acks(Dir) ->
+    lists:append([begin
+                      {ok, Bin} = file:read_file(F),
+                      Lines = binary:split(Bin, <<"\n">>, [global]),
+                      %% the last element is <<>> or a line cut by the kill
+                      [parse_ack(L) || L <- lists:droplast(Lines)]
+                  end || F <- filelib:wildcard(filename:join(Dir, "*.ack"))]).
 
 %% "RunA FirstA RunB FirstB Batch"
 parse_ack(Line) ->
@@ -144,28 +154,30 @@ idx_of(Data) ->
 %%% ------------------------------------------------------------- the child node
 
 %% Runs in the child BEAM: opens the store, starts the appenders, never returns.
-child_main(Db, Round) ->
+child_main(Db, AckDir, Round) ->
     {ok, S} = aion_store:open(Db, #{synchronous => full}),
     io:format("pid ~s~n", [os:getpid()]),
-    [spawn(fun() -> worker(S, Round, W) end) || W <- lists:seq(1, ?WORKERS)],
+    [spawn(fun() -> worker(S, AckDir, Round, W) end) || W <- lists:seq(1, ?WORKERS)],
     receive after infinity -> ok end.
 
-worker(S, Round, W) ->
+worker(S, AckDir, Round, W) ->
     Prefix = io_lib:format("~b-~b", [Round, W]),
     RunA = iolist_to_binary([Prefix, "-a"]),
     RunB = iolist_to_binary([Prefix, "-b"]),
+    %% raw: each write is a write(2) by this process, in the kernel before the next append
+    {ok, Ack} = file:open(filename:join(AckDir, [Prefix, ".ack"]), [raw, binary, write]),
     {ok, [[1], [1]]} = aion_store:append(S, [create(RunA), create(RunB)]),
-    worker_loop(S, RunA, RunB, iolist_to_binary(Prefix), 1, 2, 2).
+    worker_loop(S, Ack, RunA, RunB, iolist_to_binary(Prefix), 1, 2, 2).
 
-worker_loop(S, RunA, RunB, Prefix, B, NextA, NextB) ->
+worker_loop(S, Ack, RunA, RunB, Prefix, B, NextA, NextB) ->
     Batch = <<Prefix/binary, "-", (integer_to_binary(B))/binary>>,
     Ops = [#{run_id => RunA, expected_seq => NextA, events => events(Batch, ?A_EVENTS)},
            #{run_id => RunB, expected_seq => NextB, events => events(Batch, ?B_EVENTS)}],
     {ok, [SA, SB]} = aion_store:append(S, Ops),
     [NextA | _] = SA,
     [NextB | _] = SB,
-    io:format("ack ~s ~b ~s ~b ~s~n", [RunA, NextA, RunB, NextB, Batch]),
-    worker_loop(S, RunA, RunB, Prefix, B + 1, NextA + ?A_EVENTS, NextB + ?B_EVENTS).
+    ok = file:write(Ack, io_lib:format("~s ~b ~s ~b ~s~n", [RunA, NextA, RunB, NextB, Batch])),
+    worker_loop(S, Ack, RunA, RunB, Prefix, B + 1, NextA + ?A_EVENTS, NextB + ?B_EVENTS).
 
 create(RunId) ->
     #{run_id => RunId,

@@ -273,6 +273,7 @@ timers_test() ->
                      aion_store:due_timers(S, 299, infinity)),
         ?assertEqual({ok, [{<<"a">>, <<"t1">>, 100}]}, aion_store:due_timers(S, 1000, 1)),
         ?assertEqual({ok, []}, aion_store:due_timers(S, 1000, 0)),
+        ?assertMatch({ok, [_, _, _]}, aion_store:due_timers(S, 1000, 1 bsl 80)),
         %% rescheduling replaces
         {ok, [[]]} = aion_store:append(S, [#{run_id => <<"a">>, timers_put => [{<<"t1">>, 250}]}]),
         ?assertEqual({ok, [{<<"b">>, <<"t1">>, 200}, {<<"a">>, <<"t1">>, 250}, {<<"a">>, <<"t2">>, 300}]},
@@ -424,6 +425,8 @@ list_count_test() ->
         Pages = page(S, #{limit => 3}, []),
         ?assertEqual([maps:get(run_id, R) || R <- All], Pages),
         ?assertEqual({ok, []}, aion_store:list(S, #{limit => 0})),
+        ?assertMatch({ok, [_ | _]}, aion_store:list(S, #{limit => infinity})),
+        ?assertEqual({ok, 20}, aion_store:count(S, #{limit => 1 bsl 70})),
         ?assertEqual([<<"r10">>, <<"r11">>], Ids(aion_store:list(S, #{cursor => {400, <<"r9">>}, limit => 2}))),
         {ok, ByStatus} = aion_store:runs_by_status(S, [<<"completed">>]),
         ?assertEqual([<<"r3">>, <<"r6">>, <<"r9">>, <<"r12">>, <<"r15">>, <<"r18">>],
