@@ -1,8 +1,99 @@
-/* json: placeholder until the module lands. */
+/* json: the payload codec (SPEC 1 "Payload", 5.3 "JSON").
+ *
+ * Decoding (json_decode/2) runs in three passes over the input binary:
+ *   1. scan: our own RFC 8259 validator. jsmn is deliberately permissive (it skips
+ *      commas and colons it does not need, accepts any unquoted text as a primitive,
+ *      stops at NUL, does not check UTF-8), so every byte is checked here first:
+ *      grammar, number syntax, literal spelling, string escapes (\u surrogate
+ *      pairs; lone surrogates rejected), raw control characters, UTF-8 (overlongs,
+ *      encoded surrogates, > U+10FFFF, truncation), the four RFC whitespace bytes,
+ *      trailing data and the nesting limit. It is iterative (an explicit container
+ *      stack of AION_JSON_MAX_DEPTH entries) and yields the exact byte offset and
+ *      reason of the first error.
+ *   2. tokenise: jsmn (JSMN_PARENT_LINKS; not JSMN_STRICT, whose primitive rule
+ *      rejects a top-level scalar at the end of the input). A counting pass
+ *      (tokens == NULL) sizes the token array, which is enif_alloc'ed and freed on
+ *      every path. On validated input jsmn's tokens are exact.
+ *   3. build: the tokens are in pre-order; walking them backwards with a value
+ *      stack builds every container from its already built children, so there is
+ *      no C recursion at all.
+ *
+ * Decoding decisions:
+ *   - objects become maps with binary keys; a duplicate key: the last one wins;
+ *   - integers are exact: int64 when they fit, otherwise a bignum built from the
+ *     decimal digits (as an external-format big integer, enif_binary_to_term);
+ *     integers with more than AION_JSON_MAX_INT_DIGITS digits are rejected with
+ *     number_out_of_range (decimal <-> binary conversion is quadratic; the limit,
+ *     the same as CPython's int_max_str_digits, bounds the work per number);
+ *   - a number with a fraction or an exponent is a float (strtod; the BEAM runs C
+ *     code in the "C" numeric locale); one that overflows a double is
+ *     number_out_of_range; underflow gives the nearest double (0.0 or subnormal);
+ *   - "-0" is the integer 0, "-0.0" the float -0.0.
+ *
+ * Encoding (json_encode/2) walks the term with an explicit stack (depth limit
+ * AION_JSON_MAX_DEPTH, the decoder's, so everything encoded can be decoded) and
+ * writes into one growing binary; see the encoder section below.
+ *
+ * Scheduling: both NIFs start on a normal scheduler. Decode moves to a dirty CPU
+ * scheduler (enif_schedule_nif) when the input plus a bignum work estimate exceeds
+ * the budget (2nd argument; aion_json passes 64 KiB). Encode gives up as soon as
+ * its output would exceed the budget and starts again on a dirty CPU scheduler,
+ * so the wasted work is bounded by the budget. */
+#include <inttypes.h>
+#include <limits.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define JSMN_STATIC
+#define JSMN_PARENT_LINKS
+#include <jsmn.h>
+
 #include "json.h"
 
+/* Maximum nesting of arrays and objects (decode and encode). */
+#define AION_JSON_MAX_DEPTH 512
+/* Maximum number of decimal digits of an integer (decode and encode). */
+#define AION_JSON_MAX_INT_DIGITS 4300
+
+/* Error reasons. The decoder's are the Why of {invalid_json, Offset, Why}, the
+ * encoder's the Why of {invalid_payload, Path, Why}. Order matches reason_names. */
+enum json_reason {
+    R_EMPTY,
+    R_UNEXPECTED_END,
+    R_INVALID_TOKEN,
+    R_INVALID_STRING,
+    R_INVALID_ESCAPE,
+    R_LONE_SURROGATE,
+    R_INVALID_UTF8,
+    R_INVALID_NUMBER,
+    R_NUMBER_OUT_OF_RANGE,
+    R_TRAILING_DATA,
+    R_TOO_DEEP,
+    R_TOO_LARGE,
+    R_UNSUPPORTED_TYPE,
+    R_INVALID_KEY,
+    R_COUNT
+};
+
+static const char *const reason_names[R_COUNT] = {
+    "empty",         "unexpected_end",      "invalid_token",  "invalid_string",
+    "invalid_escape", "lone_surrogate",     "invalid_utf8",   "invalid_number",
+    "number_out_of_range", "trailing_data", "too_deep",       "too_large",
+    "unsupported_type", "invalid_key",
+};
+
 struct aion_json_priv {
-    int unused;
+    ERL_NIF_TERM reasons[R_COUNT];
+    ERL_NIF_TERM atom_ok;
+    ERL_NIF_TERM atom_error;
+    ERL_NIF_TERM atom_invalid_json;
+    ERL_NIF_TERM atom_invalid_payload;
+    ERL_NIF_TERM atom_true;
+    ERL_NIF_TERM atom_false;
+    ERL_NIF_TERM atom_null;
 };
 
 int aion_json_load(ErlNifEnv *env, struct aion_json_priv **out)
@@ -10,7 +101,15 @@ int aion_json_load(ErlNifEnv *env, struct aion_json_priv **out)
     struct aion_json_priv *p = enif_alloc(sizeof *p);
     if (p == NULL)
         return 1;
-    p->unused = 0;
+    for (int i = 0; i < R_COUNT; i++)
+        p->reasons[i] = enif_make_atom(env, reason_names[i]);
+    p->atom_ok = enif_make_atom(env, "ok");
+    p->atom_error = enif_make_atom(env, "error");
+    p->atom_invalid_json = enif_make_atom(env, "invalid_json");
+    p->atom_invalid_payload = enif_make_atom(env, "invalid_payload");
+    p->atom_true = enif_make_atom(env, "true");
+    p->atom_false = enif_make_atom(env, "false");
+    p->atom_null = enif_make_atom(env, "null");
     *out = p;
     return 0;
 }
@@ -18,4 +117,1257 @@ int aion_json_load(ErlNifEnv *env, struct aion_json_priv **out)
 void aion_json_unload(struct aion_json_priv *priv)
 {
     enif_free(priv);
+}
+
+static struct aion_json_priv *json_priv(ErlNifEnv *env)
+{
+    return aion_priv_of(env)->json;
+}
+
+/* ---------------------------------------------------------------------------
+ * UTF-8
+ * ------------------------------------------------------------------------- */
+
+/* Length of the well-formed UTF-8 sequence at p (RFC 3629 table: no overlongs,
+ * no encoded surrogates, nothing above U+10FFFF), or 0 if it is not one. */
+static size_t utf8_seq(const unsigned char *p, const unsigned char *end)
+{
+    unsigned char c = p[0];
+    size_t n;
+    unsigned char lo = 0x80, hi = 0xBF; /* range of the second byte */
+    if (c < 0x80)
+        return 1;
+    if (c >= 0xC2 && c <= 0xDF) {
+        n = 2;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+        n = 3;
+        if (c == 0xE0)
+            lo = 0xA0;
+        else if (c == 0xED)
+            hi = 0x9F;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+        n = 4;
+        if (c == 0xF0)
+            lo = 0x90;
+        else if (c == 0xF4)
+            hi = 0x8F;
+    } else {
+        return 0;
+    }
+    if ((size_t)(end - p) < n)
+        return 0;
+    if (p[1] < lo || p[1] > hi)
+        return 0;
+    for (size_t i = 2; i < n; i++)
+        if ((p[i] & 0xC0) != 0x80)
+            return 0;
+    return n;
+}
+
+/* Whole buffer is UTF-8? */
+static int utf8_valid(const unsigned char *p, size_t len)
+{
+    const unsigned char *end = p + len;
+    while (p < end) {
+        if (*p < 0x80) {
+            p++;
+            continue;
+        }
+        size_t n = utf8_seq(p, end);
+        if (n == 0)
+            return 0;
+        p += n;
+    }
+    return 1;
+}
+
+static int hexval(unsigned char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* Value of the 4 hex digits at p (caller checked they exist), or -1. */
+static long hex4(const unsigned char *p)
+{
+    long v = 0;
+    for (int i = 0; i < 4; i++) {
+        int h = hexval(p[i]);
+        if (h < 0)
+            return -1;
+        v = (v << 4) | h;
+    }
+    return v;
+}
+
+/* ---------------------------------------------------------------------------
+ * Pass 1: the validator
+ * ------------------------------------------------------------------------- */
+
+typedef struct {
+    const unsigned char *in;
+    size_t len;
+    size_t pos;      /* current offset; the error offset on failure */
+    int why;         /* enum json_reason on failure */
+    size_t ntokens;  /* jsmn tokens expected: values + keys */
+    size_t work;     /* len + an estimate of the bignum conversion work, in bytes */
+} scanner;
+
+static int scan_fail(scanner *s, size_t pos, int why)
+{
+    s->pos = pos;
+    s->why = why;
+    return -1;
+}
+
+static void skip_ws(scanner *s)
+{
+    while (s->pos < s->len) {
+        unsigned char c = s->in[s->pos];
+        if (c != ' ' && c != '\t' && c != '\n' && c != '\r')
+            return;
+        s->pos++;
+    }
+}
+
+/* \uXXXX at s->pos (the backslash); on success s->pos is past it (and past the
+ * low half of a surrogate pair). */
+static int scan_u_escape(scanner *s)
+{
+    size_t bs = s->pos;
+    if (s->len - bs < 6) {
+        /* Too short for \uXXXX: an error at the first non-hex digit, else the end. */
+        for (size_t i = bs + 2; i < s->len; i++)
+            if (hexval(s->in[i]) < 0)
+                return scan_fail(s, bs, R_INVALID_ESCAPE);
+        return scan_fail(s, s->len, R_UNEXPECTED_END);
+    }
+    long u = hex4(s->in + bs + 2);
+    if (u < 0)
+        return scan_fail(s, bs, R_INVALID_ESCAPE);
+    s->pos = bs + 6;
+    if (u >= 0xDC00 && u <= 0xDFFF)
+        return scan_fail(s, bs, R_LONE_SURROGATE);
+    if (u < 0xD800 || u > 0xDBFF)
+        return 0;
+    /* High surrogate: a \u low surrogate must follow. */
+    size_t lo = s->pos;
+    if (lo >= s->len)
+        return scan_fail(s, s->len, R_UNEXPECTED_END);
+    if (s->in[lo] != '\\')
+        return scan_fail(s, bs, R_LONE_SURROGATE);
+    if (lo + 1 >= s->len)
+        return scan_fail(s, s->len, R_UNEXPECTED_END);
+    if (s->in[lo + 1] != 'u')
+        return scan_fail(s, bs, R_LONE_SURROGATE);
+    s->pos = lo;
+    if (s->len - lo < 6) {
+        for (size_t i = lo + 2; i < s->len; i++)
+            if (hexval(s->in[i]) < 0)
+                return scan_fail(s, lo, R_INVALID_ESCAPE);
+        return scan_fail(s, s->len, R_UNEXPECTED_END);
+    }
+    long v = hex4(s->in + lo + 2);
+    if (v < 0)
+        return scan_fail(s, lo, R_INVALID_ESCAPE);
+    if (v < 0xDC00 || v > 0xDFFF)
+        return scan_fail(s, bs, R_LONE_SURROGATE);
+    s->pos = lo + 6;
+    return 0;
+}
+
+/* A string starting at the quote at s->pos; s->pos ends past the closing quote. */
+static int scan_string(scanner *s)
+{
+    const unsigned char *in = s->in;
+    size_t len = s->len;
+    size_t i = s->pos + 1;
+    for (;;) {
+        while (i < len && in[i] >= 0x20 && in[i] < 0x80 && in[i] != '"' && in[i] != '\\')
+            i++;
+        if (i >= len)
+            return scan_fail(s, len, R_UNEXPECTED_END);
+        unsigned char c = in[i];
+        if (c == '"') {
+            s->pos = i + 1;
+            s->ntokens++;
+            return 0;
+        }
+        if (c < 0x20)
+            return scan_fail(s, i, R_INVALID_STRING);
+        if (c >= 0x80) {
+            size_t n = utf8_seq(in + i, in + len);
+            if (n == 0)
+                return scan_fail(s, i, R_INVALID_UTF8);
+            i += n;
+            continue;
+        }
+        /* backslash */
+        if (i + 1 >= len)
+            return scan_fail(s, len, R_UNEXPECTED_END);
+        switch (in[i + 1]) {
+        case '"': case '\\': case '/': case 'b': case 'f': case 'n': case 'r': case 't':
+            i += 2;
+            break;
+        case 'u':
+            s->pos = i;
+            if (scan_u_escape(s) != 0)
+                return -1;
+            i = s->pos;
+            break;
+        default:
+            return scan_fail(s, i, R_INVALID_ESCAPE);
+        }
+    }
+}
+
+static int is_digit(unsigned char c)
+{
+    return c >= '0' && c <= '9';
+}
+
+/* At least one digit at i, else an error (unexpected_end at the end). */
+static int need_digit(scanner *s, size_t i)
+{
+    if (i >= s->len)
+        return scan_fail(s, s->len, R_UNEXPECTED_END);
+    if (!is_digit(s->in[i]))
+        return scan_fail(s, i, R_INVALID_NUMBER);
+    return 0;
+}
+
+/* number = [ minus ] int [ frac ] [ exp ]; int = zero / ( digit1-9 *DIGIT ) */
+static int scan_number(scanner *s)
+{
+    const unsigned char *in = s->in;
+    size_t len = s->len;
+    size_t start = s->pos, i = start;
+    int is_int = 1;
+    if (in[i] == '-')
+        i++;
+    if (need_digit(s, i) != 0)
+        return -1;
+    size_t int_start = i;
+    if (in[i] == '0') {
+        i++;
+        if (i < len && is_digit(in[i]))
+            return scan_fail(s, i, R_INVALID_NUMBER);
+    } else {
+        while (i < len && is_digit(in[i]))
+            i++;
+    }
+    size_t ndigits = i - int_start;
+    if (i < len && in[i] == '.') {
+        is_int = 0;
+        i++;
+        if (need_digit(s, i) != 0)
+            return -1;
+        while (i < len && is_digit(in[i]))
+            i++;
+    }
+    if (i < len && (in[i] == 'e' || in[i] == 'E')) {
+        is_int = 0;
+        i++;
+        if (i < len && (in[i] == '+' || in[i] == '-'))
+            i++;
+        if (need_digit(s, i) != 0)
+            return -1;
+        while (i < len && is_digit(in[i]))
+            i++;
+    }
+    if (is_int && ndigits > AION_JSON_MAX_INT_DIGITS)
+        return scan_fail(s, start, R_NUMBER_OUT_OF_RANGE);
+    if (is_int && ndigits > 18)
+        s->work += ndigits * ndigits / 64; /* ~ d^2/86 limb multiply-adds */
+    s->pos = i;
+    s->ntokens++;
+    return 0;
+}
+
+static int scan_literal(scanner *s, const char *lit)
+{
+    size_t n = strlen(lit);
+    for (size_t k = 0; k < n; k++) {
+        size_t i = s->pos + k;
+        if (i >= s->len)
+            return scan_fail(s, s->len, R_UNEXPECTED_END);
+        if (s->in[i] != (unsigned char)lit[k])
+            return scan_fail(s, i, R_INVALID_TOKEN);
+    }
+    s->pos += n;
+    s->ntokens++;
+    return 0;
+}
+
+/* An object key and its colon, at s->pos (whitespace skipped); leaves s->pos at
+ * the value (whitespace skipped). */
+static int scan_key(scanner *s)
+{
+    if (s->pos >= s->len)
+        return scan_fail(s, s->len, R_UNEXPECTED_END);
+    if (s->in[s->pos] != '"')
+        return scan_fail(s, s->pos, R_INVALID_TOKEN);
+    if (scan_string(s) != 0)
+        return -1;
+    skip_ws(s);
+    if (s->pos >= s->len)
+        return scan_fail(s, s->len, R_UNEXPECTED_END);
+    if (s->in[s->pos] != ':')
+        return scan_fail(s, s->pos, R_INVALID_TOKEN);
+    s->pos++;
+    skip_ws(s);
+    return 0;
+}
+
+/* Validates the whole input. 0 if it is one RFC 8259 JSON text. */
+static int scan(scanner *s)
+{
+    unsigned char stack[AION_JSON_MAX_DEPTH]; /* '[' or '{' per open container */
+    size_t depth = 0;
+    s->pos = 0;
+    s->ntokens = 0;
+    s->work = s->len;
+    skip_ws(s);
+    if (s->pos >= s->len)
+        return scan_fail(s, s->len, R_EMPTY);
+    for (;;) {
+        /* A value at s->pos (whitespace skipped). */
+        if (s->pos >= s->len)
+            return scan_fail(s, s->len, R_UNEXPECTED_END);
+        unsigned char c = s->in[s->pos];
+        int rc = 0;
+        switch (c) {
+        case '{':
+        case '[':
+            if (depth >= AION_JSON_MAX_DEPTH)
+                return scan_fail(s, s->pos, R_TOO_DEEP);
+            stack[depth++] = c;
+            s->ntokens++;
+            s->pos++;
+            skip_ws(s);
+            if (s->pos < s->len && s->in[s->pos] == (c == '{' ? '}' : ']')) {
+                depth--;
+                s->pos++;
+                break; /* an empty container is a complete value */
+            }
+            if (c == '{' && scan_key(s) != 0)
+                return -1;
+            continue; /* the first element or member value */
+        case '"':
+            rc = scan_string(s);
+            break;
+        case '-': case '0': case '1': case '2': case '3': case '4':
+        case '5': case '6': case '7': case '8': case '9':
+            rc = scan_number(s);
+            break;
+        case 't':
+            rc = scan_literal(s, "true");
+            break;
+        case 'f':
+            rc = scan_literal(s, "false");
+            break;
+        case 'n':
+            rc = scan_literal(s, "null");
+            break;
+        default:
+            return scan_fail(s, s->pos, R_INVALID_TOKEN);
+        }
+        if (rc != 0)
+            return -1;
+        /* After a complete value: close containers, or a comma, or the end. */
+        for (;;) {
+            skip_ws(s);
+            if (depth == 0) {
+                if (s->pos < s->len)
+                    return scan_fail(s, s->pos, R_TRAILING_DATA);
+                return 0;
+            }
+            if (s->pos >= s->len)
+                return scan_fail(s, s->len, R_UNEXPECTED_END);
+            c = s->in[s->pos];
+            unsigned char top = stack[depth - 1];
+            if ((top == '[' && c == ']') || (top == '{' && c == '}')) {
+                depth--;
+                s->pos++;
+                continue;
+            }
+            if (c != ',')
+                return scan_fail(s, s->pos, R_INVALID_TOKEN);
+            s->pos++;
+            skip_ws(s);
+            if (top == '{' && scan_key(s) != 0)
+                return -1;
+            break; /* next value */
+        }
+    }
+}
+
+/* ---------------------------------------------------------------------------
+ * Pass 3 helpers: strings and numbers of validated input
+ * ------------------------------------------------------------------------- */
+
+static size_t utf8_len(unsigned long cp)
+{
+    return cp < 0x80 ? 1 : cp < 0x800 ? 2 : cp < 0x10000 ? 3 : 4;
+}
+
+static unsigned char *utf8_put(unsigned char *o, unsigned long cp)
+{
+    if (cp < 0x80) {
+        *o++ = (unsigned char)cp;
+    } else if (cp < 0x800) {
+        *o++ = (unsigned char)(0xC0 | (cp >> 6));
+        *o++ = (unsigned char)(0x80 | (cp & 0x3F));
+    } else if (cp < 0x10000) {
+        *o++ = (unsigned char)(0xE0 | (cp >> 12));
+        *o++ = (unsigned char)(0x80 | ((cp >> 6) & 0x3F));
+        *o++ = (unsigned char)(0x80 | (cp & 0x3F));
+    } else {
+        *o++ = (unsigned char)(0xF0 | (cp >> 18));
+        *o++ = (unsigned char)(0x80 | ((cp >> 12) & 0x3F));
+        *o++ = (unsigned char)(0x80 | ((cp >> 6) & 0x3F));
+        *o++ = (unsigned char)(0x80 | (cp & 0x3F));
+    }
+    return o;
+}
+
+/* The escape at p (a backslash) of validated input: its code point and length. */
+static unsigned long read_escape(const unsigned char *p, size_t *adv)
+{
+    switch (p[1]) {
+    case 'b': *adv = 2; return '\b';
+    case 'f': *adv = 2; return '\f';
+    case 'n': *adv = 2; return '\n';
+    case 'r': *adv = 2; return '\r';
+    case 't': *adv = 2; return '\t';
+    case 'u': {
+        unsigned long u = (unsigned long)hex4(p + 2);
+        if (u >= 0xD800 && u <= 0xDBFF) {
+            unsigned long v = (unsigned long)hex4(p + 8);
+            *adv = 12;
+            return 0x10000 + ((u - 0xD800) << 10) + (v - 0xDC00);
+        }
+        *adv = 6;
+        return u;
+    }
+    default: *adv = 2; return p[1]; /* " \ / */
+    }
+}
+
+/* The string content in[start, end) of validated input, unescaped. */
+static int make_string(ErlNifEnv *env, const unsigned char *in, size_t start, size_t end,
+                       ERL_NIF_TERM *out)
+{
+    size_t n = 0, adv;
+    int escaped = 0;
+    for (size_t i = start; i < end;) {
+        if (in[i] == '\\') {
+            n += utf8_len(read_escape(in + i, &adv));
+            i += adv;
+            escaped = 1;
+        } else {
+            n++;
+            i++;
+        }
+    }
+    unsigned char *o = enif_make_new_binary(env, n, out);
+    if (o == NULL)
+        return -1;
+    if (!escaped) {
+        memcpy(o, in + start, n);
+        return 0;
+    }
+    for (size_t i = start; i < end;) {
+        if (in[i] == '\\') {
+            o = utf8_put(o, read_escape(in + i, &adv));
+            i += adv;
+        } else {
+            *o++ = in[i++];
+        }
+    }
+    return 0;
+}
+
+/* An integer of more than 64 bits from its decimal digits (validated, at most
+ * AION_JSON_MAX_INT_DIGITS), via the external term format (LARGE_BIG_EXT). */
+static int make_bignum(ErlNifEnv *env, int neg, const unsigned char *d, size_t nd,
+                       ERL_NIF_TERM *out)
+{
+    size_t cap = nd / 9 + 2, nl = 0;
+    uint32_t *limb = enif_alloc(cap * sizeof *limb);
+    if (limb == NULL)
+        return -1;
+    size_t i = 0, first = nd % 9 ? nd % 9 : 9;
+    while (i < nd) {
+        size_t k = i == 0 ? first : 9;
+        uint64_t carry = 0;
+        for (size_t j = 0; j < k; j++)
+            carry = carry * 10 + (uint64_t)(d[i + j] - '0');
+        i += k;
+        for (size_t j = 0; j < nl; j++) {
+            uint64_t t = (uint64_t)limb[j] * 1000000000u + carry;
+            limb[j] = (uint32_t)t;
+            carry = t >> 32;
+        }
+        if (carry != 0 && nl < cap)
+            limb[nl++] = (uint32_t)carry;
+    }
+    size_t nbytes = nl * 4;
+    while (nbytes > 0 && ((limb[(nbytes - 1) / 4] >> (8 * ((nbytes - 1) % 4))) & 0xFF) == 0)
+        nbytes--;
+    size_t size = 7 + nbytes;
+    unsigned char *ext = enif_alloc(size);
+    if (ext == NULL) {
+        enif_free(limb);
+        return -1;
+    }
+    ext[0] = 131;
+    ext[1] = 111; /* LARGE_BIG_EXT: 4-byte length, sign, little-endian digits */
+    ext[2] = (unsigned char)(nbytes >> 24);
+    ext[3] = (unsigned char)(nbytes >> 16);
+    ext[4] = (unsigned char)(nbytes >> 8);
+    ext[5] = (unsigned char)nbytes;
+    ext[6] = (unsigned char)(neg ? 1 : 0);
+    for (size_t b = 0; b < nbytes; b++)
+        ext[7 + b] = (unsigned char)(limb[b / 4] >> (8 * (b % 4)));
+    int ok = enif_binary_to_term(env, ext, size, out, 0) == size;
+    enif_free(ext);
+    enif_free(limb);
+    return ok ? 0 : -1;
+}
+
+/* A number token p[0, n) of validated input. 0, or -1 (allocation failed), or
+ * R_NUMBER_OUT_OF_RANGE. */
+static int make_number(ErlNifEnv *env, const unsigned char *p, size_t n, ERL_NIF_TERM *out)
+{
+    int is_float = 0;
+    for (size_t i = 0; i < n; i++)
+        if (p[i] == '.' || p[i] == 'e' || p[i] == 'E')
+            is_float = 1;
+    if (is_float) {
+        char small[64];
+        char *buf = n < sizeof small ? small : enif_alloc(n + 1);
+        if (buf == NULL)
+            return -1;
+        memcpy(buf, p, n);
+        buf[n] = '\0';
+        double x = strtod(buf, NULL);
+        if (buf != small)
+            enif_free(buf);
+        if (!isfinite(x))
+            return R_NUMBER_OUT_OF_RANGE;
+        *out = enif_make_double(env, x);
+        return 0;
+    }
+    int neg = p[0] == '-';
+    const unsigned char *d = p + neg;
+    size_t nd = n - (size_t)neg;
+    uint64_t v = 0;
+    int overflow = 0;
+    for (size_t i = 0; i < nd; i++) {
+        uint64_t digit = (uint64_t)(d[i] - '0');
+        if (v > (UINT64_MAX - digit) / 10) {
+            overflow = 1;
+            break;
+        }
+        v = v * 10 + digit;
+    }
+    if (!overflow) {
+        if (!neg && v <= (uint64_t)INT64_MAX) {
+            *out = enif_make_int64(env, (int64_t)v);
+            return 0;
+        }
+        if (!neg) {
+            *out = enif_make_uint64(env, v);
+            return 0;
+        }
+        if (v <= (uint64_t)INT64_MAX) {
+            *out = enif_make_int64(env, -(int64_t)v);
+            return 0;
+        }
+        if (v == (uint64_t)INT64_MAX + 1) {
+            *out = enif_make_int64(env, INT64_MIN);
+            return 0;
+        }
+    }
+    return make_bignum(env, neg, d, nd, out);
+}
+
+/* ---------------------------------------------------------------------------
+ * Decode
+ * ------------------------------------------------------------------------- */
+
+/* {error, {invalid_json, Offset, Why}} */
+static ERL_NIF_TERM invalid_json(ErlNifEnv *env, size_t offset, int why)
+{
+    struct aion_json_priv *p = json_priv(env);
+    return enif_make_tuple2(env, p->atom_error,
+                            enif_make_tuple3(env, p->atom_invalid_json,
+                                             enif_make_uint64(env, offset), p->reasons[why]));
+}
+
+static ERL_NIF_TERM decode_dirty(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
+
+/* Pass 3: terms from the tokens, last token first. vals is the value stack,
+ * scratch holds one object's keys and values for enif_make_map_from_arrays. */
+static ERL_NIF_TERM build(ErlNifEnv *env, const unsigned char *in, const jsmntok_t *tok,
+                          size_t n, ERL_NIF_TERM *vals, ERL_NIF_TERM *scratch)
+{
+    struct aion_json_priv *p = json_priv(env);
+    size_t top = 0;
+    for (size_t i = n; i-- > 0;) {
+        const jsmntok_t *t = &tok[i];
+        size_t start = (size_t)t->start, end = (size_t)t->end;
+        size_t k = (size_t)t->size;
+        ERL_NIF_TERM v;
+        switch (t->type) {
+        case JSMN_STRING:
+            if (make_string(env, in, start, end, &v) != 0)
+                return enif_raise_exception(env, enif_make_atom(env, "enomem"));
+            break;
+        case JSMN_PRIMITIVE:
+            if (in[start] == 't') {
+                v = p->atom_true;
+            } else if (in[start] == 'f') {
+                v = p->atom_false;
+            } else if (in[start] == 'n') {
+                v = p->atom_null;
+            } else {
+                int rc = make_number(env, in + start, end - start, &v);
+                if (rc == R_NUMBER_OUT_OF_RANGE)
+                    return invalid_json(env, start, rc);
+                if (rc != 0)
+                    return enif_raise_exception(env, enif_make_atom(env, "enomem"));
+            }
+            break;
+        case JSMN_ARRAY:
+            v = enif_make_list(env, 0);
+            for (size_t j = top - k; j < top; j++)
+                v = enif_make_list_cell(env, vals[j], v);
+            top -= k;
+            break;
+        case JSMN_OBJECT:
+            /* vals[top-1] is the first key, vals[top-2] its value, and so on. */
+            for (size_t j = 0; j < k; j++) {
+                scratch[j] = vals[top - 1 - 2 * j];
+                scratch[k + j] = vals[top - 2 - 2 * j];
+            }
+            top -= 2 * k;
+            if (!enif_make_map_from_arrays(env, scratch, scratch + k, k, &v)) {
+                /* Duplicate keys: insert in order, so the last one wins. */
+                v = enif_make_new_map(env);
+                for (size_t j = 0; j < k; j++)
+                    enif_make_map_put(env, v, scratch[j], scratch[k + j], &v);
+            }
+            break;
+        default:
+            return enif_raise_exception(env, enif_make_atom(env, "json_internal"));
+        }
+        vals[top++] = v;
+    }
+    if (top != 1)
+        return enif_raise_exception(env, enif_make_atom(env, "json_internal"));
+    return enif_make_tuple2(env, p->atom_ok, vals[0]);
+}
+
+static ERL_NIF_TERM decode_run(ErlNifEnv *env, const ERL_NIF_TERM argv[], int dirty)
+{
+    ErlNifBinary bin;
+    ErlNifUInt64 budget;
+    if (!enif_inspect_binary(env, argv[0], &bin) || !enif_get_uint64(env, argv[1], &budget))
+        return enif_make_badarg(env);
+    if (!dirty && bin.size > budget)
+        return enif_schedule_nif(env, "json_decode", ERL_NIF_DIRTY_JOB_CPU_BOUND, decode_dirty,
+                                 2, argv);
+    /* jsmn keeps offsets in int and counts in unsigned int. */
+    if (bin.size >= (size_t)INT_MAX)
+        return invalid_json(env, 0, R_TOO_LARGE);
+    scanner s = {bin.data, bin.size, 0, 0, 0, 0};
+    if (scan(&s) != 0)
+        return invalid_json(env, s.pos, s.why);
+    if (!dirty && s.work > budget) /* long bignums: conversion work */
+        return enif_schedule_nif(env, "json_decode", ERL_NIF_DIRTY_JOB_CPU_BOUND, decode_dirty,
+                                 2, argv);
+
+    /* Pass 2: jsmn. Counting pass first, then the real one into an exact array. */
+    jsmn_parser jp;
+    jsmn_init(&jp);
+    int count = jsmn_parse(&jp, (const char *)bin.data, bin.size, NULL, 0);
+    if (count <= 0 || (size_t)count != s.ntokens)
+        return enif_raise_exception(env, enif_make_atom(env, "json_internal"));
+    size_t n = (size_t)count;
+    jsmntok_t *tok = enif_alloc(n * sizeof *tok);
+    ERL_NIF_TERM *vals = enif_alloc(2 * n * sizeof *vals);
+    ERL_NIF_TERM result;
+    if (tok == NULL || vals == NULL) {
+        result = enif_raise_exception(env, enif_make_atom(env, "enomem"));
+    } else {
+        jsmn_init(&jp);
+        if (jsmn_parse(&jp, (const char *)bin.data, bin.size, tok, (unsigned)n) != count)
+            result = enif_raise_exception(env, enif_make_atom(env, "json_internal"));
+        else
+            result = build(env, bin.data, tok, n, vals, vals + n);
+    }
+    if (vals != NULL)
+        enif_free(vals);
+    if (tok != NULL)
+        enif_free(tok);
+    return result;
+}
+
+static ERL_NIF_TERM decode_dirty(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    return decode_run(env, argv, 1);
+}
+
+/* json_decode(Binary, Budget) -> {ok, Term} | {error, {invalid_json, Offset, Why}}.
+ * Starts on a normal scheduler; more than Budget bytes of work -> dirty CPU. */
+ERL_NIF_TERM aion_nif_json_decode(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    return decode_run(env, argv, 0);
+}
+
+
+/* ---------------------------------------------------------------------------
+ * Encode
+ *
+ * The output grows in one ErlNifBinary (doubling), handed to the caller without
+ * a copy. `work` counts output bytes plus bignum conversion work; on a normal
+ * scheduler the walk gives up (E_ABORT) as soon as it exceeds the budget and
+ * json_encode starts again on a dirty CPU scheduler.
+ * ------------------------------------------------------------------------- */
+
+enum { E_OK = 0, E_PAYLOAD, E_ABORT, E_NOMEM };
+
+typedef struct {
+    ErlNifEnv *env;
+    struct aion_json_priv *p;
+    ErlNifBinary buf;
+    int have_buf;
+    size_t len;
+    size_t work;
+    size_t budget; /* SIZE_MAX when dirty */
+    int why;       /* reason of E_PAYLOAD */
+} encoder;
+
+/* Room for n more bytes. */
+static int reserve(encoder *e, size_t n)
+{
+    if (e->len + n <= e->buf.size)
+        return E_OK;
+    size_t cap = e->buf.size ? e->buf.size : 256;
+    while (cap < e->len + n) {
+        if (cap > SIZE_MAX / 2)
+            return E_NOMEM;
+        cap *= 2;
+    }
+    if (!enif_realloc_binary(&e->buf, cap))
+        return E_NOMEM;
+    return E_OK;
+}
+
+/* Accounts for n bytes of work; E_ABORT once over budget. */
+static int spend(encoder *e, size_t n)
+{
+    e->work += n;
+    return e->work > e->budget ? E_ABORT : E_OK;
+}
+
+static int put(encoder *e, const void *data, size_t n)
+{
+    int rc = spend(e, n);
+    if (rc == E_OK)
+        rc = reserve(e, n);
+    if (rc != E_OK)
+        return rc;
+    memcpy(e->buf.data + e->len, data, n);
+    e->len += n;
+    return E_OK;
+}
+
+static int put_char(encoder *e, char c)
+{
+    return put(e, &c, 1);
+}
+
+/* A quoted, escaped JSON string from n bytes that must be UTF-8. */
+static int put_string(encoder *e, const unsigned char *s, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    int rc = spend(e, n + 2);
+    if (rc == E_OK)
+        rc = reserve(e, 6 * n + 2); /* worst case: every byte \u00XX */
+    if (rc != E_OK)
+        return rc;
+    unsigned char *o = e->buf.data + e->len;
+    const unsigned char *end = s + n;
+    *o++ = '"';
+    while (s < end) {
+        unsigned char c = *s;
+        if (c >= 0x20 && c < 0x80 && c != '"' && c != '\\') {
+            *o++ = c;
+            s++;
+            continue;
+        }
+        if (c >= 0x80) {
+            size_t k = utf8_seq(s, end);
+            if (k == 0) {
+                e->why = R_INVALID_UTF8;
+                return E_PAYLOAD;
+            }
+            memcpy(o, s, k);
+            o += k;
+            s += k;
+            continue;
+        }
+        *o++ = '\\';
+        switch (c) {
+        case '"': *o++ = '"'; break;
+        case '\\': *o++ = '\\'; break;
+        case '\b': *o++ = 'b'; break;
+        case '\f': *o++ = 'f'; break;
+        case '\n': *o++ = 'n'; break;
+        case '\r': *o++ = 'r'; break;
+        case '\t': *o++ = 't'; break;
+        default:
+            *o++ = 'u';
+            *o++ = '0';
+            *o++ = '0';
+            *o++ = (unsigned char)hex[c >> 4];
+            *o++ = (unsigned char)hex[c & 15];
+        }
+        s++;
+    }
+    *o++ = '"';
+    e->len = (size_t)(o - e->buf.data);
+    return E_OK;
+}
+
+/* The UTF-8 text of an atom into buf (at least 4 * 255 bytes); its length, or
+ * (size_t)-1. Latin-1 atoms directly; others (Unicode atoms, which OTP 25's
+ * enif_get_atom cannot return) from their external format. */
+#define ATOM_TEXT_MAX (4 * 255)
+static size_t atom_text(ErlNifEnv *env, ERL_NIF_TERM atom, unsigned char *buf)
+{
+    char l1[256];
+    int n = enif_get_atom(env, atom, l1, sizeof l1, ERL_NIF_LATIN1);
+    if (n > 0) {
+        unsigned char *o = buf;
+        for (int i = 0; i < n - 1; i++)
+            o = utf8_put(o, (unsigned char)l1[i]);
+        return (size_t)(o - buf);
+    }
+    ErlNifBinary etf;
+    if (!enif_term_to_binary(env, atom, &etf))
+        return (size_t)-1;
+    size_t len = (size_t)-1, off = 0;
+    if (etf.size >= 3 && etf.data[1] == 119) { /* SMALL_ATOM_UTF8_EXT */
+        len = etf.data[2];
+        off = 3;
+    } else if (etf.size >= 4 && etf.data[1] == 118) { /* ATOM_UTF8_EXT */
+        len = ((size_t)etf.data[2] << 8) | etf.data[3];
+        off = 4;
+    }
+    if (len != (size_t)-1 && (len > ATOM_TEXT_MAX || off + len > etf.size))
+        len = (size_t)-1;
+    if (len != (size_t)-1)
+        memcpy(buf, etf.data + off, len);
+    enif_release_binary(&etf);
+    return len;
+}
+
+/* A binary term with the atom's text (for error paths). */
+static ERL_NIF_TERM atom_to_binary_term(ErlNifEnv *env, ERL_NIF_TERM atom)
+{
+    unsigned char text[ATOM_TEXT_MAX];
+    size_t n = atom_text(env, atom, text);
+    ERL_NIF_TERM bin;
+    if (n == (size_t)-1)
+        n = 0;
+    unsigned char *o = enif_make_new_binary(env, n, &bin);
+    if (o == NULL)
+        return enif_make_atom(env, "undefined");
+    memcpy(o, text, n);
+    return bin;
+}
+
+static int put_double(encoder *e, double x)
+{
+    char b[40];
+    int n = 0;
+    for (int prec = 15; prec <= 17; prec++) {
+        n = snprintf(b, sizeof b - 2, "%.*g", prec, x);
+        if (strtod(b, NULL) == x)
+            break;
+    }
+    if (n <= 0 || (size_t)n >= sizeof b - 2)
+        return E_NOMEM;
+    if (strpbrk(b, ".e") == NULL) { /* "1" would decode as an integer */
+        b[n++] = '.';
+        b[n++] = '0';
+    }
+    return put(e, b, (size_t)n);
+}
+
+/* An integer beyond 64 bits, from its external format (SMALL_/LARGE_BIG_EXT). */
+static int put_bignum(encoder *e, ERL_NIF_TERM t)
+{
+    ErlNifBinary etf;
+    if (!enif_term_to_binary(e->env, t, &etf))
+        return E_NOMEM;
+    size_t n = 0, off = 0;
+    int neg = 0, rc = E_OK;
+    if (etf.size >= 4 && etf.data[1] == 110) {
+        n = etf.data[2];
+        neg = etf.data[3] != 0;
+        off = 4;
+    } else if (etf.size >= 7 && etf.data[1] == 111) {
+        n = ((size_t)etf.data[2] << 24) | ((size_t)etf.data[3] << 16) |
+            ((size_t)etf.data[4] << 8) | etf.data[5];
+        neg = etf.data[6] != 0;
+        off = 7;
+    }
+    if (off == 0 || off + n > etf.size) {
+        enif_release_binary(&etf);
+        e->why = R_UNSUPPORTED_TYPE;
+        return E_PAYLOAD;
+    }
+    /* 4,300 decimal digits need 1,786 bytes; the digit count is checked below. */
+    if (n > 1800) {
+        enif_release_binary(&etf);
+        e->why = R_NUMBER_OUT_OF_RANGE;
+        return E_PAYLOAD;
+    }
+    rc = spend(e, n * n); /* ~ n^2/15 64-bit divisions */
+    size_t nl = (n + 3) / 4, nc = 0;
+    uint32_t *limb = NULL, *chunk = NULL;
+    char *text = NULL;
+    if (rc == E_OK) {
+        limb = enif_alloc((nl + 1) * sizeof *limb);
+        chunk = enif_alloc((2 * nl + 2) * sizeof *chunk);
+        text = enif_alloc(9 * (2 * nl + 2) + 2);
+        if (limb == NULL || chunk == NULL || text == NULL)
+            rc = E_NOMEM;
+    }
+    if (rc == E_OK) {
+        memset(limb, 0, (nl + 1) * sizeof *limb);
+        for (size_t b = 0; b < n; b++)
+            limb[b / 4] |= (uint32_t)etf.data[off + b] << (8 * (b % 4));
+        while (nl > 0 && limb[nl - 1] == 0)
+            nl--;
+        while (nl > 0) { /* repeated division by 10^9, least significant first */
+            uint64_t rem = 0;
+            for (size_t i = nl; i-- > 0;) {
+                uint64_t cur = (rem << 32) | limb[i];
+                limb[i] = (uint32_t)(cur / 1000000000u);
+                rem = cur % 1000000000u;
+            }
+            chunk[nc++] = (uint32_t)rem;
+            while (nl > 0 && limb[nl - 1] == 0)
+                nl--;
+        }
+        if (nc == 0)
+            chunk[nc++] = 0;
+        size_t len = 0;
+        if (neg)
+            text[len++] = '-';
+        len += (size_t)sprintf(text + len, "%" PRIu32, chunk[nc - 1]);
+        for (size_t i = nc - 1; i-- > 0;)
+            len += (size_t)sprintf(text + len, "%09" PRIu32, chunk[i]);
+        if (len - (size_t)neg > AION_JSON_MAX_INT_DIGITS) {
+            e->why = R_NUMBER_OUT_OF_RANGE;
+            rc = E_PAYLOAD;
+        } else {
+            rc = put(e, text, len);
+        }
+    }
+    if (text != NULL)
+        enif_free(text);
+    if (chunk != NULL)
+        enif_free(chunk);
+    if (limb != NULL)
+        enif_free(limb);
+    enif_release_binary(&etf);
+    return rc;
+}
+
+/* One open list or map of the walk. `cur` is the path element of the member
+ * being written (list index, or map key term). */
+typedef struct {
+    int is_map;
+    ERL_NIF_TERM tail; /* list: the rest */
+    size_t index;      /* members written so far */
+    ErlNifMapIterator it;
+    ERL_NIF_TERM cur_key;
+} frame;
+
+/* Frames in fixed blocks allocated on demand (a frame never moves: it holds a
+ * live map iterator); a flat term needs no allocation beyond the first block. */
+#define FRAMES_PER_BLOCK 32
+typedef struct {
+    frame *block[AION_JSON_MAX_DEPTH / FRAMES_PER_BLOCK];
+} frame_stack;
+
+/* Frame d, allocating its block when needed; NULL if that fails. */
+static frame *frame_at(frame_stack *fs, size_t d)
+{
+    frame **b = &fs->block[d / FRAMES_PER_BLOCK];
+    if (*b == NULL)
+        *b = enif_alloc(FRAMES_PER_BLOCK * sizeof **b);
+    return *b == NULL ? NULL : &(*b)[d % FRAMES_PER_BLOCK];
+}
+
+static void frames_free(frame_stack *fs)
+{
+    for (size_t i = 0; i < AION_JSON_MAX_DEPTH / FRAMES_PER_BLOCK; i++)
+        if (fs->block[i] != NULL)
+            enif_free(fs->block[i]);
+}
+
+/* A scalar, or E_OK with *open set when t is a list or map to descend into. */
+static int put_scalar(encoder *e, ERL_NIF_TERM t)
+{
+    ErlNifEnv *env = e->env;
+    ErlNifSInt64 i;
+    ErlNifUInt64 u;
+    double d;
+    ErlNifBinary b;
+    char num[24];
+    switch (enif_term_type(env, t)) {
+    case ERL_NIF_TERM_TYPE_ATOM: {
+        if (enif_is_identical(t, e->p->atom_true))
+            return put(e, "true", 4);
+        if (enif_is_identical(t, e->p->atom_false))
+            return put(e, "false", 5);
+        if (enif_is_identical(t, e->p->atom_null))
+            return put(e, "null", 4);
+        unsigned char text[ATOM_TEXT_MAX];
+        size_t n = atom_text(env, t, text);
+        if (n == (size_t)-1) {
+            e->why = R_UNSUPPORTED_TYPE;
+            return E_PAYLOAD;
+        }
+        return put_string(e, text, n);
+    }
+    case ERL_NIF_TERM_TYPE_INTEGER:
+        if (enif_get_int64(env, t, &i))
+            return put(e, num, (size_t)snprintf(num, sizeof num, "%" PRId64, (int64_t)i));
+        if (enif_get_uint64(env, t, &u))
+            return put(e, num, (size_t)snprintf(num, sizeof num, "%" PRIu64, (uint64_t)u));
+        return put_bignum(e, t);
+    case ERL_NIF_TERM_TYPE_FLOAT:
+        if (!enif_get_double(env, t, &d))
+            break;
+        return put_double(e, d);
+    case ERL_NIF_TERM_TYPE_BITSTRING:
+        if (!enif_inspect_binary(env, t, &b))
+            break; /* not a whole number of bytes */
+        return put_string(e, b.data, b.size);
+    default:
+        break;
+    }
+    e->why = R_UNSUPPORTED_TYPE;
+    return E_PAYLOAD;
+}
+
+/* The key text of a map member into buf; E_PAYLOAD (invalid_key) if the key is
+ * not an atom or UTF-8 binary, or an atom whose text is also a key of the map. */
+static int key_text(encoder *e, ERL_NIF_TERM map, ERL_NIF_TERM k, const unsigned char **text,
+                    size_t *n, unsigned char *buf)
+{
+    ErlNifBinary b;
+    e->why = R_INVALID_KEY;
+    if (enif_inspect_binary(e->env, k, &b)) {
+        int rc = spend(e, b.size); /* validating a long key is work too */
+        if (rc != E_OK)
+            return rc;
+        if (!utf8_valid(b.data, b.size))
+            return E_PAYLOAD;
+        *text = b.data;
+        *n = b.size;
+        return E_OK;
+    }
+    if (!enif_is_atom(e->env, k))
+        return E_PAYLOAD;
+    *n = atom_text(e->env, k, buf);
+    if (*n == (size_t)-1)
+        return E_PAYLOAD;
+    *text = buf;
+    size_t size;
+    if (enif_get_map_size(e->env, map, &size) && size > 1) {
+        ERL_NIF_TERM bin, v;
+        unsigned char *o = enif_make_new_binary(e->env, *n, &bin);
+        if (o == NULL)
+            return E_NOMEM;
+        memcpy(o, buf, *n);
+        if (enif_get_map_value(e->env, map, bin, &v))
+            return E_PAYLOAD; /* both a and <<"a">>: one JSON name */
+    }
+    return E_OK;
+}
+
+/* {error, {invalid_payload, Path, Why}} with the path of the first n frames. */
+static ERL_NIF_TERM invalid_payload(encoder *e, frame_stack *st, size_t n)
+{
+    ErlNifEnv *env = e->env;
+    ERL_NIF_TERM path = enif_make_list(env, 0);
+    for (size_t i = n; i-- > 0;) {
+        const frame *f = frame_at(st, i); /* allocated: i < depth */
+        ERL_NIF_TERM el;
+        if (f == NULL)
+            continue;
+        if (!f->is_map)
+            el = enif_make_uint64(env, f->index - 1);
+        else if (enif_is_atom(env, f->cur_key))
+            el = atom_to_binary_term(env, f->cur_key);
+        else
+            el = f->cur_key;
+        path = enif_make_list_cell(env, el, path);
+    }
+    return enif_make_tuple2(env, e->p->atom_error,
+                            enif_make_tuple3(env, e->p->atom_invalid_payload, path,
+                                             e->p->reasons[e->why]));
+}
+
+/* Walks the term. Returns E_*; on E_PAYLOAD *result is the error term. */
+static int walk(encoder *e, ERL_NIF_TERM root, frame_stack *st, ERL_NIF_TERM *result)
+{
+    ErlNifEnv *env = e->env;
+    size_t depth = 0;
+    size_t err_depth = 0;
+    ERL_NIF_TERM v = root;
+    unsigned char keybuf[ATOM_TEXT_MAX];
+    int rc;
+    for (;;) {
+        /* Write v, or open it. */
+        int is_list = enif_is_list(env, v), is_map = enif_is_map(env, v);
+        if (is_list || is_map) {
+            err_depth = depth;
+            if (depth >= AION_JSON_MAX_DEPTH) {
+                e->why = R_TOO_DEEP;
+                rc = E_PAYLOAD;
+                goto out;
+            }
+            frame *f = frame_at(st, depth);
+            if (f == NULL) {
+                rc = E_NOMEM;
+                goto out;
+            }
+            f->is_map = is_map;
+            f->index = 0;
+            f->tail = v;
+            if (is_map && !enif_map_iterator_create(env, v, &f->it, ERL_NIF_MAP_ITERATOR_FIRST)) {
+                rc = E_NOMEM;
+                goto out;
+            }
+            depth++;
+            rc = put_char(e, is_map ? '{' : '[');
+        } else {
+            err_depth = depth;
+            rc = put_scalar(e, v);
+        }
+        if (rc != E_OK)
+            goto out;
+        /* Next member of the innermost open container, closing finished ones. */
+        for (;;) {
+            if (depth == 0)
+                goto out;
+            frame *f = frame_at(st, depth - 1);
+            ERL_NIF_TERM k, next;
+            if (!f->is_map) {
+                if (enif_get_list_cell(env, f->tail, &v, &next)) {
+                    f->tail = next;
+                    rc = f->index++ ? put_char(e, ',') : E_OK;
+                    break;
+                }
+                if (!enif_is_empty_list(env, f->tail)) { /* improper tail */
+                    f->index++;
+                    err_depth = depth;
+                    e->why = R_UNSUPPORTED_TYPE;
+                    rc = E_PAYLOAD;
+                    goto out;
+                }
+                rc = put_char(e, ']');
+            } else {
+                if (enif_map_iterator_get_pair(env, &f->it, &k, &v)) {
+                    const unsigned char *text;
+                    size_t n;
+                    enif_map_iterator_next(env, &f->it);
+                    err_depth = depth - 1;
+                    rc = key_text(e, f->tail, k, &text, &n, keybuf);
+                    if (rc == E_OK && f->index++)
+                        rc = put_char(e, ',');
+                    if (rc == E_OK)
+                        rc = put_string(e, text, n);
+                    if (rc == E_OK)
+                        rc = put_char(e, ':');
+                    f->cur_key = k;
+                    break;
+                }
+                enif_map_iterator_destroy(env, &f->it);
+                rc = put_char(e, '}');
+            }
+            depth--;
+            if (rc != E_OK)
+                goto out;
+        }
+        if (rc != E_OK)
+            goto out;
+    }
+out:
+    for (size_t i = depth; i-- > 0;) {
+        frame *f = frame_at(st, i);
+        if (f != NULL && f->is_map)
+            enif_map_iterator_destroy(env, &f->it);
+    }
+    if (rc == E_PAYLOAD)
+        *result = invalid_payload(e, st, err_depth);
+    return rc;
+}
+
+static ERL_NIF_TERM encode_dirty(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
+
+static ERL_NIF_TERM encode_run(ErlNifEnv *env, const ERL_NIF_TERM argv[], int dirty)
+{
+    ErlNifUInt64 budget;
+    if (!enif_get_uint64(env, argv[1], &budget))
+        return enif_make_badarg(env);
+    encoder e;
+    memset(&e, 0, sizeof e);
+    e.env = env;
+    e.p = json_priv(env);
+    e.budget = dirty || budget > SIZE_MAX ? SIZE_MAX : (size_t)budget;
+    if (!enif_alloc_binary(256, &e.buf))
+        return enif_raise_exception(env, enif_make_atom(env, "enomem"));
+    frame_stack st;
+    memset(&st, 0, sizeof st);
+    ERL_NIF_TERM result = 0;
+    int rc = walk(&e, argv[0], &st, &result);
+    frames_free(&st);
+    if (rc == E_OK && enif_realloc_binary(&e.buf, e.len))
+        return enif_make_tuple2(env, e.p->atom_ok, enif_make_binary(env, &e.buf));
+    enif_release_binary(&e.buf);
+    if (rc == E_PAYLOAD)
+        return result;
+    if (rc == E_ABORT)
+        return enif_schedule_nif(env, "json_encode", ERL_NIF_DIRTY_JOB_CPU_BOUND, encode_dirty,
+                                 2, argv);
+    return enif_raise_exception(env, enif_make_atom(env, "enomem"));
+}
+
+static ERL_NIF_TERM encode_dirty(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    return encode_run(env, argv, 1);
+}
+
+/* json_encode(Term, Budget) -> {ok, Binary} | {error, {invalid_payload, Path, Why}}.
+ * Starts on a normal scheduler; more than Budget bytes of work -> restarts dirty. */
+ERL_NIF_TERM aion_nif_json_encode(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    return encode_run(env, argv, 0);
 }

@@ -9,8 +9,14 @@
 int aion_json_load(ErlNifEnv *env, struct aion_json_priv **out);
 void aion_json_unload(struct aion_json_priv *priv);
 
+ERL_NIF_TERM aion_nif_json_decode(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
+ERL_NIF_TERM aion_nif_json_encode(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
+
 /* Function-table entries of this module, spliced into aion_nif.c's table.
- * Each entry names its scheduler in a comment. */
-#define AION_JSON_NIFS /* none yet */
+ * Both start on a normal scheduler and move themselves to a dirty CPU scheduler
+ * (enif_schedule_nif) when the work exceeds the byte budget given as 2nd argument. */
+#define AION_JSON_NIFS                                                         \
+    {"json_decode", 2, aion_nif_json_decode, 0}, /* normal; dirty CPU > budget */ \
+    {"json_encode", 2, aion_nif_json_encode, 0}, /* normal; dirty CPU > budget */
 
 #endif

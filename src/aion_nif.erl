@@ -22,6 +22,10 @@
 -export([build_info/0]).
 -nifs([build_info/0]).
 
+%% json section (c_src/json.c); attributes here, stubs in the json section below.
+-export([json_decode/2, json_encode/2]).
+-nifs([json_decode/2, json_encode/2]).
+
 %% mailbox section (c_src/mailbox.c); Erlang wants every attribute before the
 %% first function, so the section's attributes live here and its stubs below.
 -export([mailbox_new/1, mailbox_retain/5, mailbox_take/3, mailbox_take_all/2,
@@ -115,6 +119,20 @@ store_checkpoint(_Db) -> ?NOT_LOADED.
 %%% ===========================================================================
 %%% json (c_src/json.c)
 %%% ===========================================================================
+
+%% @doc Decodes one JSON text (RFC 8259). Budget: bytes of work (input size plus a
+%% bignum estimate) above which the call moves to a dirty CPU scheduler. Errors:
+%% `{error, {invalid_json, Offset, Why}}'; `badarg' for a non-binary or bad budget.
+-spec json_decode(binary(), non_neg_integer()) ->
+          {ok, term()} | {error, {invalid_json, non_neg_integer(), atom()}}.
+json_decode(_Bin, _Budget) -> ?NOT_LOADED.
+
+%% @doc Encodes a payload term as JSON text. Budget: output bytes above which the
+%% call restarts on a dirty CPU scheduler. Errors:
+%% `{error, {invalid_payload, Path, Why}}'; `badarg' for a bad budget.
+-spec json_encode(term(), non_neg_integer()) ->
+          {ok, binary()} | {error, {invalid_payload, [binary() | non_neg_integer()], atom()}}.
+json_encode(_Term, _Budget) -> ?NOT_LOADED.
 
 
 
