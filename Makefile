@@ -3,7 +3,7 @@
 
 REBAR ?= rebar3
 
-.PHONY: all setup build demo test eunit ct check xref dialyzer test-asan bench bench-store clean
+.PHONY: all setup build demo test eunit ct check xref dialyzer test-asan bench bench-store bench-timers clean
 
 all: build
 
@@ -43,6 +43,9 @@ test-asan: build
 
 bench-store: build
 	./bench/store_bench.escript
+
+bench-timers: build
+	./bench/timers_bench.escript
 
 clean:
 	$(REBAR) clean

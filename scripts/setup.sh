@@ -3,7 +3,7 @@
 # Idempotent: packages already installed are skipped; nothing is done when all are present.
 set -euo pipefail
 
-PKGS=(erlang-nox erlang-dev erlang-eunit erlang-common-test erlang-dialyzer erlang-proper
+PKGS=(erlang-nox erlang-dev erlang-eunit erlang-common-test erlang-dialyzer erlang-proper erlang-proper-dev
       rebar3 libsqlite3-dev libjsmn-dev gcc make elixir)
 
 missing=()

@@ -15,7 +15,8 @@
                  mailbox := aion_mailbox:mailbox(),
                  runs := ets:tid(),
                  waiters := ets:tid(),
-                 opts := map()}.
+                 opts := map(),
+                 owner => pid()}.   % the store owner (its exit = the engine stopped)
 -type role() :: sup | store_owner | confirmer | timers | runner | activity_sup
               | child_tasks | run_sup | recovery.
 
