@@ -3,7 +3,7 @@
 
 REBAR ?= rebar3
 
-.PHONY: all setup build demo test eunit ct check xref dialyzer test-asan bench bench-store bench-timers clean
+.PHONY: all setup build cli demo demo-ci test test-elixir eunit ct check xref dialyzer test-asan bench bench-store bench-timers clean
 
 all: build
 
@@ -12,16 +12,34 @@ setup:
 
 build: setup
 	$(REBAR) compile
+	$(MAKE) cli
 
-## The main job (the durable-workflow demo).
+## The operator CLI (escript): bin/aion.
+cli:
+	$(REBAR) escriptize
+	@mkdir -p bin
+	cp _build/default/bin/aion bin/aion
+
+## The main job (the durable-workflow demo): 500 orders, kill -9 half-way.
 demo: build
 	./scripts/demo.sh
+
+## The same with 100 orders (CI).
+demo-ci: build
+	ORDERS=100 ./scripts/demo.sh
 
 ## Every test: EUnit, Common Test, static checks.
 test: build
 	$(REBAR) do eunit, ct
 	$(REBAR) xref
 	$(REBAR) dialyzer
+	$(MAKE) test-elixir
+
+## The Elixir usage example (examples/elixir_app): Mix builds aion with the system
+## rebar3 and never contacts a package registry.
+MIX_ENV_VARS := MIX_ENV=test MIX_REBAR3=$(shell command -v rebar3) HEX_OFFLINE=1 MIX_HOME=$(CURDIR)/_build/mix
+test-elixir: build
+	cd examples/elixir_app && $(MIX_ENV_VARS) mix test --no-start
 
 eunit: build
 	$(REBAR) eunit

@@ -1,6 +1,7 @@
 /* aion_nif: library entry. ERL_NIF_INIT, the function table, load/upgrade/unload.
  * The NIFs themselves live in store.c (SQLite event store), json.c (payload codec)
- * and mailbox.c (marker delivery, completion retention, wake epochs). */
+ * and mailbox.c (marker delivery, completion retention, wake epochs); sql.c is a
+ * small generic SQLite handle for the examples and tools. */
 #include <string.h>
 #include <sqlite3.h>
 
@@ -8,6 +9,7 @@
 #include "store.h"
 #include "json.h"
 #include "mailbox.h"
+#include "sql.h"
 
 /* build_info() -> #{sqlite_version => binary(), nif_version => {Major, Minor}}.
  * Normal scheduler: constant work. */
@@ -35,6 +37,7 @@ static ErlNifFunc nif_funcs[] = {
     AION_STORE_NIFS
     AION_JSON_NIFS
     AION_MAILBOX_NIFS
+    AION_SQL_NIFS
 };
 
 static void free_priv(aion_priv *p)
@@ -47,6 +50,8 @@ static void free_priv(aion_priv *p)
         aion_json_unload(p->json);
     if (p->mailbox)
         aion_mailbox_unload(p->mailbox);
+    if (p->sql)
+        aion_sql_unload(p->sql);
     enif_free(p);
 }
 
@@ -57,7 +62,7 @@ static int load(ErlNifEnv *env, void **priv_data, ERL_NIF_TERM load_info)
         return 1;
     memset(p, 0, sizeof *p);
     if (aion_store_load(env, &p->store) != 0 || aion_json_load(env, &p->json) != 0 ||
-        aion_mailbox_load(env, &p->mailbox) != 0) {
+        aion_mailbox_load(env, &p->mailbox) != 0 || aion_sql_load(env, &p->sql) != 0) {
         free_priv(p);
         return 1;
     }

@@ -13,11 +13,13 @@
 struct aion_store_priv;
 struct aion_json_priv;
 struct aion_mailbox_priv;
+struct aion_sql_priv;
 
 typedef struct aion_priv {
     struct aion_store_priv   *store;
     struct aion_json_priv    *json;
     struct aion_mailbox_priv *mailbox;
+    struct aion_sql_priv     *sql;
 } aion_priv;
 
 static inline aion_priv *aion_priv_of(ErlNifEnv *env)

@@ -26,6 +26,10 @@
 -export([json_decode/2, json_encode/2]).
 -nifs([json_decode/2, json_encode/2]).
 
+%% sql section (attributes must precede every function definition).
+-export([sql_open/3, sql_close/1, sql_exec/2, sql_query/3]).
+-nifs([sql_open/3, sql_close/1, sql_exec/2, sql_query/3]).
+
 %% mailbox section (c_src/mailbox.c); Erlang wants every attribute before the
 %% first function, so the section's attributes live here and its stubs below.
 -export([mailbox_new/1, mailbox_retain/5, mailbox_take/3, mailbox_take_all/2,
@@ -174,3 +178,28 @@ mailbox_count(_Mailbox) -> ?NOT_LOADED.
 mailbox_forget(_Mailbox, _Pid) -> ?NOT_LOADED.
 
 %%% ===========================================================================
+
+%%% ===========================================================================
+%%% sql (c_src/sql.c): a small SQLite handle for the examples and tools
+%%% ===========================================================================
+
+%% @doc Opens a database. Mode `read_only | read_write | read_write_create';
+%% busy timeout in milliseconds (0..60000).
+-spec sql_open(iodata(), read_only | read_write | read_write_create, non_neg_integer()) ->
+          {ok, reference()} | {error, {sqlite, integer(), binary()}}.
+sql_open(_Path, _Mode, _BusyMs) -> ?NOT_LOADED.
+
+%% @doc Closes a handle; double close is `ok'.
+-spec sql_close(reference()) -> ok.
+sql_close(_Ref) -> ?NOT_LOADED.
+
+%% @doc Runs one or more statements without parameters or rows.
+-spec sql_exec(reference(), iodata()) -> ok | {error, {sqlite, integer(), binary()}}.
+sql_exec(_Ref, _Sql) -> ?NOT_LOADED.
+
+%% @doc Runs exactly one statement with bound parameters; all rows and the change count.
+-spec sql_query(reference(), iodata(), list()) ->
+          {ok, [tuple()], non_neg_integer()}
+          | {error, {sqlite, integer(), binary()} | empty_sql | trailing_sql}.
+sql_query(_Ref, _Sql, _Params) -> ?NOT_LOADED.
+
