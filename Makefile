@@ -59,6 +59,10 @@ check: xref dialyzer test
 test-asan: build
 	./scripts/test_asan.sh
 
+## Benchmark suite (bench/RESULTS.md); BENCH_QUICK=1 for a smoke run.
+bench: build
+	./bench/run.sh
+
 bench-store: build
 	./bench/store_bench.escript
 

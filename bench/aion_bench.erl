@@ -1,0 +1,656 @@
+%% @doc The aion benchmark suite (`make bench'; see bench/RESULTS.md).
+%%
+%% `main/1' (the orchestrator) prints a machine header, then runs every scenario
+%% step in a fresh `erl' node on a fresh temporary database and prints the
+%% result lines the step reports, one per measurement:
+%% `name value unit (p50 X ms / p99 Y ms)'.
+%%
+%% Environment: `BENCH_QUICK=1' small counts (a smoke run of a minute or so);
+%% `BENCH_ONLY=a,b' run only the scenarios whose names start with one of these
+%% prefixes; `BENCH_SECONDS' measured seconds per throughput configuration
+%% (default 4, quick 1); `BENCH_TIMERS' the timers scenario's workflow count
+%% (default 100000, quick 5000); `BENCH_KEEP=1' keeps the temporary databases;
+%% `TMPDIR' where they go (default /tmp).
+-module(aion_bench).
+
+-export([main/0, main/1, child/1]).
+%% Used by bench/profile.erl.
+-export([start_engine/2, stop_engine/0, clients/4, hello_once/1, pct/2, synth/2]).
+
+-define(COLLECTOR, aion_bench_collector).
+-define(WF, aion_bench_wf).
+-define(ENGINE, aion_default).
+
+%%% ===========================================================================
+%%% Orchestrator
+%%% ===========================================================================
+
+%% @doc `main([])' (`-run aion_bench main' passes no arguments).
+-spec main() -> no_return().
+main() -> main([]).
+
+%% @doc Runs the suite; halts the node with status 0 (1 if a step failed).
+-spec main([string()]) -> no_return().
+main(_Args) ->
+    Quick = os:getenv("BENCH_QUICK", "") =/= "",
+    Only = [P || P <- string:lexemes(os:getenv("BENCH_ONLY", ""), ",")],
+    Root = filename:join(os:getenv("TMPDIR", "/tmp"),
+                         "aion_bench_" ++ os:getpid()),
+    ok = filelib:ensure_path(Root),
+    header(Quick),
+    T0 = erlang:monotonic_time(millisecond),
+    Failed = lists:foldl(
+               fun({Name, Steps}, Fails) ->
+                       case Only =:= [] orelse
+                           lists:any(fun(P) -> lists:prefix(P, Name) end, Only) of
+                           true -> Fails + scenario(Name, Steps, Root, Quick);
+                           false -> Fails
+                       end
+               end, 0, scenarios()),
+    T1 = erlang:monotonic_time(millisecond),
+    io:format("# total ~.1f s, ~s~n", [(T1 - T0) / 1000, loadavg()]),
+    case os:getenv("BENCH_KEEP", "") of
+        "" -> _ = file:del_dir_r(Root), ok;
+        _ -> io:format("# databases kept in ~s~n", [Root])
+    end,
+    halt(case Failed of 0 -> 0; _ -> 1 end).
+
+%% Scenario name -> steps; each step is one fresh node: {Function, Args}.
+scenarios() ->
+    Tp = [{Kind ++ "_throughput", [{throughput, [Kind, Sync, C]}]}
+          || Kind <- ["hello", "steps3"], Sync <- ["full", "normal"], C <- ["64", "512"]],
+    Tp1 = [{Name ++ "_" ++ S ++ "_c" ++ C, Steps}
+           || {Name, [{throughput, [_, S, C]}] = Steps} <- Tp],
+    Tp1 ++
+        [{"latency_full", [{latency, ["full"]}]},
+         {"latency_normal", [{latency, ["normal"]}]},
+         {"signal_roundtrip", [{signal_roundtrip, ["full"]}]},
+         {"replay_10k_events", [{replay_events, ["full"]}]},
+         {"replay_resume_10k", [{resume_prepare, ["full"]}, {resume_measure, ["full"]}]},
+         {"timers", [{timers, ["full"]}]},
+         {"store", [{store, []}]}].
+
+header(Quick) ->
+    #{sqlite_version := Sql} = aion_nif:build_info(),
+    Json = case code:which(aion_json) of
+               non_existing -> "missing";
+               P -> case {string:find(P, "/shim/"), string:find(P, "/shim_etf/")} of
+                        {nomatch, nomatch} -> "nif (json branch)";
+                        {_, nomatch} -> "pure-Erlang shim (bench/shim/aion_json.erl; json NIF not merged)";
+                        _ -> "ETF STAND-IN (BENCH_JSON=etf, bench/shim_etf; estimates a C codec, not JSON)"
+                    end
+           end,
+    {ok, Host} = inet:gethostname(),
+    io:format("# aion bench ~s, host ~s, ~b logical cores (~b schedulers), OTP ~s (erts ~s), "
+              "SQLite ~s, synchronous per line (full|normal), json: ~s~n",
+              [calendar:system_time_to_rfc3339(erlang:system_time(second)), Host,
+               erlang:system_info(logical_processors),
+               erlang:system_info(schedulers_online),
+               erlang:system_info(otp_release), erlang:system_info(version), Sql, Json]),
+    io:format("# mode: ~s; node flags: ~s; ~s~n",
+              [case Quick of true -> "BENCH_QUICK (small counts)"; false -> "full" end,
+               node_flags(), loadavg()]).
+
+node_flags() ->
+    "+sbwt none +sbwtdcpu none +sbwtdio none".
+
+loadavg() ->
+    case file:read_file("/proc/loadavg") of
+        {ok, B} ->
+            [A, B5, C | _] = string:lexemes(binary_to_list(B), " "),
+            "loadavg " ++ A ++ " " ++ B5 ++ " " ++ C;
+        _ -> "loadavg ?"
+    end.
+
+scenario(Name, Steps, Root, Quick) ->
+    Dir = filename:join(Root, Name),
+    ok = filelib:ensure_path(Dir),
+    L0 = loadavg(),
+    T0 = erlang:monotonic_time(millisecond),
+    Fails = lists:foldl(fun({Fun, Args}, 0) -> step(Name, Fun, Args, Dir, Quick);
+                           (_, F) -> F
+                        end, 0, Steps),
+    T1 = erlang:monotonic_time(millisecond),
+    io:format("#   ~s: ~.1f s, ~s -> ~s~n", [Name, (T1 - T0) / 1000, L0, loadavg()]),
+    case os:getenv("BENCH_KEEP", "") of
+        "" -> _ = file:del_dir_r(Dir), ok;
+        _ -> ok
+    end,
+    Fails.
+
+step(Name, Fun, Args, Dir, Quick) ->
+    Erl = os:find_executable("erl"),
+    Pa = lists:append([["-pa", P] || P <- bench_paths()]),
+    Argv = ["-noshell", "-noinput" | string:lexemes(node_flags(), " ")] ++ Pa ++
+        ["-run", "aion_bench", "child", atom_to_list(Fun), Dir,
+         case Quick of true -> "quick"; false -> "full" end | Args],
+    Port = open_port({spawn_executable, Erl},
+                     [{args, Argv}, {line, 4096}, exit_status, stderr_to_stdout, binary]),
+    {os_pid, OsPid} = erlang:port_info(Port, os_pid),
+    Log = filename:join(Dir, atom_to_list(Fun) ++ ".log"),
+    {ok, Fd} = file:open(Log, [write]),
+    Limit = 600000,
+    Res = collect(Port, Fd, <<>>, erlang:monotonic_time(millisecond) + Limit),
+    ok = file:close(Fd),
+    case Res of
+        {exit, 0} ->
+            0;
+        {exit, Code} ->
+            io:format("~s error exit ~b (log: ~s)~n", [Name, Code, tail(Log)]),
+            1;
+        timeout ->
+            %% Our own child: kill it by the OS pid we recorded.
+            _ = os:cmd("kill -9 " ++ integer_to_list(OsPid)),
+            io:format("~s error timeout after ~b s~n", [Name, Limit div 1000]),
+            1
+    end.
+
+collect(Port, Fd, Partial, Deadline) ->
+    Left = max(0, Deadline - erlang:monotonic_time(millisecond)),
+    receive
+        {Port, {data, {noeol, B}}} ->
+            collect(Port, Fd, <<Partial/binary, B/binary>>, Deadline);
+        {Port, {data, {eol, B}}} ->
+            Line = <<Partial/binary, B/binary>>,
+            ok = file:write(Fd, [Line, $\n]),
+            case Line of
+                <<"RESULT ", R/binary>> -> io:format("~s~n", [R]);
+                _ -> ok
+            end,
+            collect(Port, Fd, <<>>, Deadline);
+        {Port, {exit_status, S}} ->
+            {exit, S}
+    after Left ->
+            timeout
+    end.
+
+tail(Log) ->
+    {ok, B} = file:read_file(Log),
+    Lines = binary:split(B, <<"\n">>, [global, trim]),
+    iolist_to_binary(lists:join(<<" | ">>, lists:nthtail(max(0, length(Lines) - 5), Lines))).
+
+%% In this node's code path order, so the children load the same aion_json.
+bench_paths() ->
+    Dirs = [filename:absname(filename:dirname(code:which(M)))
+            || M <- [aion, aion_json, ?MODULE]],
+    lists:usort(Dirs) =:= lists:usort([filename:absname(D) || D <- code:get_path(),
+                                                             lists:member(filename:absname(D), Dirs)])
+        orelse error({bench_paths, Dirs}),
+    [filename:absname(D) || D <- code:get_path(), lists:member(filename:absname(D), Dirs)].
+
+%%% ===========================================================================
+%%% Child node
+%%% ===========================================================================
+
+%% @doc Entry point of a scenario node (`-run aion_bench child Fun Dir Mode Args...').
+-spec child([string()]) -> no_return().
+child([Fun, Dir, Mode | Args]) ->
+    put(quick, Mode =:= "quick"),
+    Status = try
+                 apply(fun_of(Fun), [Dir | Args]),
+                 0
+             catch C:R:St ->
+                     io:format("crash ~p:~p~n~p~n", [C, R, St]),
+                     1
+             end,
+    halt(Status).
+
+fun_of("throughput") -> fun throughput/4;
+fun_of("latency") -> fun latency/2;
+fun_of("signal_roundtrip") -> fun signal_roundtrip/2;
+fun_of("replay_events") -> fun replay_events/2;
+fun_of("resume_prepare") -> fun resume_prepare/2;
+fun_of("resume_measure") -> fun resume_measure/2;
+fun_of("timers") -> fun timers/2;
+fun_of("store") -> fun store/1.
+
+quick() -> get(quick) =:= true.
+
+count(Full, Quick) ->
+    case quick() of true -> Quick; false -> Full end.
+
+env_int(Var, Full, Quick) ->
+    case os:getenv(Var) of
+        false -> count(Full, Quick);
+        V -> list_to_integer(V)
+    end.
+
+result(Name, Value, Unit, Extra) ->
+    V = case Value of
+            F when is_float(F), abs(F) >= 100 -> integer_to_list(round(F));
+            F when is_float(F) -> float_to_list(F, [{decimals, 3}, compact]);
+            I when is_integer(I) -> integer_to_list(I);
+            S -> S
+        end,
+    io:format("RESULT ~s ~s ~s~s~n",
+              [Name, V, Unit, case Extra of "" -> ""; _ -> " (" ++ Extra ++ ")" end]).
+
+p50p99(SortedUs) ->
+    io_lib:format("p50 ~.3f ms / p99 ~.3f ms",
+                  [pct(SortedUs, 0.50) / 1000, pct(SortedUs, 0.99) / 1000]).
+
+%% @doc The P-quantile (0..1) of a sorted non-empty list (nearest rank).
+-spec pct([number()], float()) -> number().
+pct(Sorted, P) ->
+    lists:nth(max(1, min(length(Sorted), ceil(P * length(Sorted)))), Sorted).
+
+%% @doc Starts the aion application without its default engine, then engine
+%% `aion_default' on `Dir/aion.db' with `synchronous = Sync'.
+-spec start_engine(string(), full | normal) -> ok.
+start_engine(Dir, Sync) ->
+    ok = application:load(aion),
+    ok = application:set_env(aion, start_default_engine, false),
+    {ok, _} = application:ensure_all_started(aion),
+    {ok, _} = aion_engine:start(#{name => ?ENGINE, db_path => filename:join(Dir, "aion.db"),
+                                  synchronous => Sync}),
+    ok.
+
+%% @doc Stops the engine (drains the store writer).
+-spec stop_engine() -> ok.
+stop_engine() ->
+    ok = aion_engine:stop(?ENGINE).
+
+sync(S) -> list_to_existing_atom(S).
+
+%% CPU time (user + system, every thread of this OS process: schedulers, dirty
+%% schedulers, the store's writer/reply/checkpoint threads), milliseconds. Unlike
+%% wall time it does not count what other programs on a shared machine take.
+cpu_ms() ->
+    {ok, B} = file:read_file("/proc/self/stat"),
+    [_, AfterComm] = binary:split(B, <<") ">>),
+    Fields = binary:split(AfterComm, <<" ">>, [global]),
+    Ticks = binary_to_integer(lists:nth(12, Fields)) + binary_to_integer(lists:nth(13, Fields)),
+    Ticks * 1000 div 100.   % USER_HZ = 100 on Linux
+
+cpu_note(CpuMs, N, What) when N > 0 ->
+    Us = CpuMs * 1000 / N,
+    io_lib:format("cpu ~b us/~s => ~b ~s/s on ~b idle cores", [round(Us), What,
+        round(erlang:system_info(logical_processors) * 1000000 / max(1, Us)), What,
+        erlang:system_info(logical_processors)]);
+cpu_note(_, _, _) -> "".
+
+%%% ---------------------------------------------------------------------------
+%%% 1, 2: hello_throughput, steps3_throughput
+%%% ---------------------------------------------------------------------------
+
+throughput(Dir, Kind, SyncS, CS) ->
+    C = list_to_integer(CS),
+    ok = start_engine(Dir, sync(SyncS)),
+    Secs = env_int("BENCH_SECONDS", 4, 1),
+    Input = #{kind => list_to_binary(Kind)},
+    Warm = count(1000, 300),
+    {N, Lat, Cpu, All} = clients_cpu(C, Warm, Secs * 1000, fun() -> run_once(Input) end),
+    ok = stop_engine(),
+    result(io_lib:format("~s_throughput_~s_c~b", [Kind, SyncS, C]),
+           round(N * 1000 / (Secs * 1000)), "workflows/s",
+           "start->result " ++ p50p99(Lat) ++ "; " ++ cpu_note(Cpu, All, "wf")).
+
+%% clients/4 plus the CPU time of the whole run and the number of calls in it.
+clients_cpu(C, WarmMs, Ms, Fun) ->
+    Counter = counters:new(1, []),
+    Cpu0 = cpu_ms(),
+    {N, Lat} = clients(C, WarmMs, Ms, fun() -> ok = Fun(), counters:add(Counter, 1, 1) end),
+    {N, Lat, cpu_ms() - Cpu0, counters:get(Counter, 1)}.
+
+run_once(Input) ->
+    {ok, #{workflow_id := Wid}} = aion:start(?WF, Input, #{}),
+    {ok, _} = aion:await(Wid, 60000),
+    ok.
+
+%% @doc `hello' once (start -> result).
+-spec hello_once(term()) -> ok.
+hello_once(_) -> run_once(#{kind => <<"hello">>}).
+
+%% @doc Runs `C' concurrent clients calling `Fun' in a loop for `WarmMs' + `Ms';
+%% returns the number of calls that ended within the measured `Ms' and their
+%% latencies (microseconds, sorted).
+-spec clients(pos_integer(), non_neg_integer(), pos_integer(), fun(() -> ok)) ->
+          {non_neg_integer(), [integer()]}.
+clients(C, WarmMs, Ms, Fun) ->
+    T0 = erlang:monotonic_time(microsecond),
+    From = T0 + WarmMs * 1000,
+    To = From + Ms * 1000,
+    Self = self(),
+    Pids = [spawn_link(fun() -> Self ! {self(), client(Fun, From, To, 0, [])} end)
+            || _ <- lists:seq(1, C)],
+    Rs = [receive {P, R} -> R end || P <- Pids],
+    {lists:sum([N || {N, _} <- Rs]), lists:sort(lists:append([L || {_, L} <- Rs]))}.
+
+client(Fun, From, To, N, Lat) ->
+    T0 = erlang:monotonic_time(microsecond),
+    case T0 >= To of
+        true ->
+            {N, Lat};
+        false ->
+            ok = Fun(),
+            T1 = erlang:monotonic_time(microsecond),
+            case T1 >= From andalso T1 < To of
+                true -> client(Fun, From, To, N + 1, [T1 - T0 | Lat]);
+                false -> client(Fun, From, To, N, Lat)
+            end
+    end.
+
+%%% ---------------------------------------------------------------------------
+%%% 3: latency
+%%% ---------------------------------------------------------------------------
+
+latency(Dir, SyncS) ->
+    ok = start_engine(Dir, sync(SyncS)),
+    Runs = count(2000, 200),
+    _ = [run_once(#{kind => <<"hello">>}) || _ <- lists:seq(1, 50)],   % warm-up
+    Cpu0 = cpu_ms(),
+    Lat = lists:sort([begin
+                          T0 = erlang:monotonic_time(microsecond),
+                          ok = run_once(#{kind => <<"hello">>}),
+                          erlang:monotonic_time(microsecond) - T0
+                      end || _ <- lists:seq(1, Runs)]),
+    Cpu = cpu_ms() - Cpu0,
+    ok = stop_engine(),
+    result("latency_" ++ SyncS, pct(Lat, 0.5) / 1000, "ms",
+           io_lib:format("~s, ~b runs, max ~.3f ms; cpu ~b us/wf",
+                         [p50p99(Lat), Runs, lists:last(Lat) / 1000, Cpu * 1000 div Runs])).
+
+%%% ---------------------------------------------------------------------------
+%%% 4: signal_roundtrip
+%%% ---------------------------------------------------------------------------
+
+has_signals() ->
+    {module, aion} = code:ensure_loaded(aion),
+    {module, aion_workflow} = code:ensure_loaded(aion_workflow),
+    erlang:function_exported(aion, signal, 3)
+        andalso erlang:function_exported(aion, query, 4)
+        andalso erlang:function_exported(aion_workflow, receive_signal, 1).
+
+signal_roundtrip(Dir, SyncS) ->
+    case has_signals() of
+        false ->
+            result("signal_roundtrip", "skipped", "(needs signals)", "");
+        true ->
+            ok = start_engine(Dir, sync(SyncS)),
+            {ok, #{workflow_id := Wid}} = aion:start(?WF, #{kind => <<"pingpong">>}, #{}),
+            Runs = count(1000, 100),
+            Lat = lists:sort([ping(Wid, I) || I <- lists:seq(1, Runs)]),
+            ok = apply(aion, signal, [Wid, <<"ping">>, <<"stop">>]),
+            ok = stop_engine(),
+            result("signal_roundtrip_" ++ SyncS, pct(Lat, 0.5) / 1000, "ms",
+                   io_lib:format("~s, ~b round trips", [p50p99(Lat), Runs]))
+    end.
+
+%% signal -> the workflow wakes and sets its query state -> a query sees it.
+ping(Wid, I) ->
+    T0 = erlang:monotonic_time(microsecond),
+    ok = apply(aion, signal, [Wid, <<"ping">>, I]),
+    poll_query(Wid, I),
+    erlang:monotonic_time(microsecond) - T0.
+
+poll_query(Wid, I) ->
+    case apply(aion, query, [Wid, <<"last">>, null, 5000]) of
+        {ok, I} -> ok;
+        {ok, _} -> poll_query(Wid, I)
+    end.
+
+%%% ---------------------------------------------------------------------------
+%%% 5: replay
+%%% ---------------------------------------------------------------------------
+
+%% Replay rate: a run whose history holds N completed activities (2N + 1 events,
+%% written straight into the store with the engine's own encoders, exactly what
+%% a live run records) is started with aion_run_sup:start_run/2; the time until
+%% the workflow code passes its last replayed activity is the replay time (it
+%% includes the history read, the JSON decode and the matching).
+replay_events(Dir, SyncS) ->
+    ok = start_engine(Dir, sync(SyncS)),
+    Ctx = aion_ctx:get(?ENGINE),
+    N = count(5000, 500),
+    Reps = 3,
+    RunIds = [synth_history(Ctx, N) || _ <- lists:seq(1, Reps)],
+    true = register(?COLLECTOR, self()),
+    Times = [begin
+                 C0 = cpu_ms(),
+                 T0 = erlang:monotonic_time(microsecond),
+                 {ok, _} = aion_run_sup:start_run(Ctx, RunId),
+                 receive {replayed, RunId, T1} -> {T1 - T0, cpu_ms() - C0}
+                 after 120000 -> error(replay_timeout)
+                 end
+             end || RunId <- RunIds],
+    Events = 2 * N + 1,
+    Us = lists:nth(2, lists:sort([T || {T, _} <- Times])),
+    CpuMs = lists:nth(2, lists:sort([Cp || {_, Cp} <- Times])),
+    %% Where the time goes: the same steps the workflow process takes, timed alone.
+    #{store := Store} = Ctx,
+    [R1 | _] = RunIds,
+    {ReadUs, {ok, Stored}} = timer:tc(aion_store, history, [Store, R1, 1]),
+    {DecUs, Decoded} = timer:tc(aion_event, decode_all, [lists:sublist(Stored, Events)]),
+    {AddUs, _} = timer:tc(aion_replay, add_all, [Decoded, aion_replay:new()]),
+    ok = stop_engine(),
+    result("replay_10k_events", round(Events * 1000000 / Us), "events/s",
+           io_lib:format("~b events in ~.1f ms wall, median of ~b; cpu ~b ms => ~s events/s "
+                         "on cpu time; alone: store read ~.1f ms, "
+                         "aion_event:decode_all ~.1f ms, aion_replay:add_all ~.1f ms",
+                         [Events, Us / 1000, Reps, CpuMs,
+                          case CpuMs of 0 -> "?"; _ -> integer_to_list(Events * 1000 div CpuMs) end,
+                          ReadUs / 1000, DecUs / 1000, AddUs / 1000])).
+
+synth_history(#{store := Store}, N) ->
+    RunId = aion_util:uuid_v4(),
+    Wid = aion_util:uuid_v4(),
+    Now = erlang:system_time(millisecond),
+    {ok, {StType, StData}} =
+        aion_event:encode(workflow_started,
+                          #{workflow_type => atom_to_binary(?WF), input => #{kind => <<"replay_n">>, n => N},
+                            workflow_id => Wid, parent => null, continued_from => null,
+                            options => #{}}),
+    Create = #{workflow_id => Wid, type => atom_to_binary(?WF), status => <<"running">>,
+               started_at => Now, id_reuse_policy => allow_duplicate},
+    {ok, _} = aion_store:append(Store, [#{run_id => RunId, create => Create,
+                                          events => [{StType, Now, StData}]}]),
+    Rows = lists:append([activity_rows(RunId, Wid, I, Now) || I <- lists:seq(1, N)]),
+    lists:foreach(fun(Chunk) ->
+                          {ok, _} = aion_store:append(Store, [#{run_id => RunId,
+                                                                events => Chunk}])
+                  end, chunks(Rows, 1000)),
+    RunId.
+
+activity_rows(RunId, Wid, I, Now) ->
+    Id = integer_to_binary(I),
+    {ok, Task} = aion_activity_runner:new_task(
+                   #{run_id => RunId, workflow_id => Wid, activity_id => Id,
+                     name => {?WF, noop}, args => [], options => #{}, scheduled_at => Now}),
+    [aion_event:encode_row(activity_scheduled, Now, aion_activity_runner:scheduled_fields(Task)),
+     aion_event:encode_row(activity_completed, Now,
+                           #{activity_id => Id, attempt => 1, result => null})].
+
+chunks([], _) -> [];
+chunks(L, N) when length(L) =< N -> [L];
+chunks(L, N) -> {A, B} = lists:split(N, L), [A | chunks(B, N)].
+
+%% Resume after a restart: node 1 starts 10,000 runs that block (a 1 h timer:
+%% the signal-blocked variant needs signals) and stops the engine; node 2 starts
+%% the engine on the same database and times until every run is back at its
+%% blocking point.
+resume_prepare(Dir, SyncS) ->
+    ok = start_engine(Dir, sync(SyncS)),
+    N = count(10000, 1000),
+    true = register(?COLLECTOR, self()),
+    Self = self(),
+    C = 128,
+    Pids = [spawn_link(fun() ->
+                               [{ok, _} = aion:start(?WF, #{kind => <<"park">>}, #{})
+                                || _ <- lists:seq(1, N div C)],
+                               Self ! {done, self()}
+                       end) || _ <- lists:seq(1, C)],
+    _ = [receive {done, P} -> ok end || P <- Pids],
+    ok = wait_msgs(parked, (N div C) * C, 120000),
+    ok = stop_engine(),
+    case has_signals() of
+        true -> ok;
+        false -> result("replay_resume_10k_signal", "skipped", "(needs signals)", "")
+    end.
+
+resume_measure(Dir, SyncS) ->
+    true = register(?COLLECTOR, self()),
+    N = (count(10000, 1000) div 128) * 128,
+    T0 = erlang:monotonic_time(microsecond),
+    ok = start_engine(Dir, sync(SyncS)),
+    T1 = erlang:monotonic_time(microsecond),
+    ok = wait_msgs(parked, N, 120000),
+    T2 = erlang:monotonic_time(microsecond),
+    ok = stop_engine(),
+    result("replay_resume_10k_timer", (T2 - T0) / 1000000, "s",
+           io_lib:format("~b open runs blocked on a 1 h timer, engine start ~.1f ms, "
+                         "then all back at the blocking await", [N, (T1 - T0) / 1000])).
+
+wait_msgs(_Tag, 0, _Timeout) ->
+    ok;
+wait_msgs(Tag, N, Timeout) ->
+    receive
+        M when element(1, M) =:= Tag -> wait_msgs(Tag, N - 1, Timeout)
+    after Timeout ->
+            error({missing, Tag, N})
+    end.
+
+%%% ---------------------------------------------------------------------------
+%%% 6: timers
+%%% ---------------------------------------------------------------------------
+
+%% N workflows each sleep until Base + uniform(1..10 s). Base is when the last of
+%% them should be started, estimated from a calibration (2,000 starts of runs
+%% parked on a 1 h timer, measured just before), so all N are resident and
+%% sleeping together: memory is measured then; fire lateness (wake time inside
+%% the workflow minus the recorded fire_at) as they fire. When the machine is
+%% slower than the calibration said, some fire before the last one started (the
+%% result line says how many).
+timers(Dir, SyncS) ->
+    N = env_int("BENCH_TIMERS", 100000, 5000),
+    ok = start_engine(Dir, sync(SyncS)),
+    true = register(?COLLECTOR, self()),
+    C = 256,
+    Self = self(),
+    Starter = fun(Per, Input) ->
+                      Pids = [spawn_link(fun() ->
+                                                 [{ok, _} = aion:start(?WF, Input(), #{})
+                                                  || _ <- lists:seq(1, Per)],
+                                                 Self ! {done, self()}
+                                         end) || _ <- lists:seq(1, C)],
+                      _ = [receive {done, P} -> ok end || P <- Pids],
+                      ok
+              end,
+    Cal = count(2000, 500) div C,
+    {CalUs, ok} = timer:tc(fun() -> Starter(Cal, fun() -> #{kind => <<"park">>} end) end),
+    ok = wait_msgs(parked, Cal * C, 60000),
+    Rate = Cal * C * 1000000 / CalUs,
+    erlang:garbage_collect(),
+    {Mem0, Rss0} = {erlang:memory(total), rss()},
+    M0 = erlang:memory(),
+    T0 = erlang:system_time(millisecond),
+    Base = T0 + round(N * 1000 / (Rate * 0.8)) + 2000,
+    Per = N div C,
+    Starter(Per, fun() -> #{kind => <<"sleeper">>, base => Base,
+                            ms => 1000 + rand:uniform(9000)} end),
+    Total = Per * C,
+    ok = wait_msgs(sleeping, Total, 300000),
+    T1 = erlang:system_time(millisecond),
+    {Early, _} = drain_fired([]),
+    Resident = Total - length(Early),
+    {Mem1, Rss1} = {erlang:memory(total), rss()},
+    Procs = erlang:memory(processes),
+    M1 = erlang:memory(),
+    Delta = fun(K) -> (proplists:get_value(K, M1) - proplists:get_value(K, M0))
+                          div max(1, Resident) end,
+    #{runs := RunsTab} = aion_ctx:get(?ENGINE),
+    Sample = lists:sublist([P || {_, P} <- ets:tab2list(RunsTab)], 1000),
+    PInfo = [I || P <- Sample,
+                  I <- [erlang:process_info(P, [memory, total_heap_size, stack_size,
+                                                dictionary])],
+                  is_list(I)],
+    Avg = fun(K) -> lists:sum([W || I <- PInfo, {K2, W} <- I, K2 =:= K])
+                        div max(1, length(PInfo)) end,
+    AvgDict = lists:sum([erts_debug:flat_size(D) || I <- PInfo, {dictionary, D} <- I])
+        div max(1, length(PInfo)),
+    %% What a garbage collection of the sleeping workflow processes would give back.
+    _ = [erlang:garbage_collect(P) || {_, P} <- ets:tab2list(RunsTab)],
+    MemGc = erlang:memory(total),
+    AvgGc = lists:sum([M || P <- Sample, {memory, M} <- [erlang:process_info(P, memory)]])
+        div max(1, length(Sample)),
+    Lat = lists:sort(Early ++ wait_fired(length(Early), Total, Base + 40000)),
+    ok = stop_engine(),
+    result("timers_lateness", pct(Lat, 0.99), "ms",
+           io_lib:format("p50 ~b ms / p99 ~b ms, max ~b ms, ~b timers over 1-10 s; started "
+                         "in ~.1f s (~b/s; calibration ~b/s), ~b fired before the last "
+                         "started",
+                         [pct(Lat, 0.5), pct(Lat, 0.99), lists:last(Lat), length(Lat),
+                          (T1 - T0) / 1000, Total * 1000 div max(1, T1 - T0), round(Rate),
+                          length(Early)])),
+    case Resident of
+        0 ->
+            result("timers_memory_erlang", "error", "", "no run was resident at once");
+        _ ->
+            result("timers_memory_erlang", round((Mem1 - Mem0) / Resident), "bytes/workflow",
+                   io_lib:format("erlang:memory(total) delta over ~b resident sleeping runs; "
+                                 "per run: processes ~b B, ets ~b B, binary ~b B, system ~b B;"
+                                 " one workflow process: memory ~b B (~b B after a GC), heap ~b "
+                                 "words, stack ~b words, process dictionary ~b words; after "
+                                 "GC of the workflow processes ~b bytes/workflow; processes "
+                                 "~b MB total",
+                                 [Resident, Delta(processes), Delta(ets), Delta(binary),
+                                  Delta(system), Avg(memory), AvgGc, Avg(total_heap_size),
+                                  Avg(stack_size), AvgDict, round((MemGc - Mem0) / Resident),
+                                  Procs div 1048576])),
+            result("timers_memory_rss", round((Rss1 - Rss0) / Resident), "bytes/workflow",
+                   io_lib:format("OS RSS delta (VmRSS), includes SQLite page cache; RSS ~b MB",
+                                 [Rss1 div 1048576]))
+    end.
+
+drain_fired(Acc) ->
+    receive {fired, FireAt, Now} -> drain_fired([Now - FireAt | Acc])
+    after 0 -> {Acc, length(Acc)}
+    end.
+
+wait_fired(Got, Total, _Until) when Got >= Total ->
+    [];
+wait_fired(Got, Total, Until) ->
+    Left = max(0, Until - erlang:system_time(millisecond)),
+    receive {fired, FireAt, Now} -> [Now - FireAt | wait_fired(Got + 1, Total, Until)]
+    after Left -> error({timers_not_fired, Total - Got})
+    end.
+
+rss() ->
+    {ok, B} = file:read_file("/proc/" ++ os:getpid() ++ "/status"),
+    {match, [Kb]} = re:run(B, "VmRSS:\\s+(\\d+)", [{capture, all_but_first, list}]),
+    list_to_integer(Kb) * 1024.
+
+%%% ---------------------------------------------------------------------------
+%%% 7: store (bench/store_bench.escript, the foundation issue's bench)
+%%% ---------------------------------------------------------------------------
+
+store(Dir) ->
+    Here = filename:dirname(code:which(?MODULE)),
+    Script = find_store_bench(Here),
+    Secs = integer_to_list(env_int("BENCH_STORE_SECONDS", 3, 1)),
+    Out = os:cmd("TMPDIR=" ++ Dir ++ " BENCH_SECONDS=" ++ Secs ++ " " ++ Script ++ " 2>&1"),
+    Lines = string:lexemes(Out, "\n"),
+    Rows = [string:lexemes(L, " ") || L <- Lines],
+    Parsed = [{S, A, E, P50, P99} || [S, A, E, P50, P99, _Max] <- Rows,
+                                     S =:= "full" orelse S =:= "normal"],
+    case Parsed of
+        [] -> io:format("store bench output:~n~s~n", [Out]), error(no_store_results);
+        _ -> ok
+    end,
+    [result("store_append_" ++ S ++ "_a" ++ A, list_to_integer(E), "events/s",
+            "commit p50 " ++ P50 ++ " ms / p99 " ++ P99 ++ " ms, " ++ A ++
+                " appenders, 1 event per append (bench/store_bench.escript)")
+     || {S, A, E, P50, P99} <- Parsed],
+    ok.
+
+find_store_bench(EbinDir) ->
+    %% EbinDir is _build/bench/ebin; the script is in bench/.
+    Cands = [filename:join([EbinDir, "..", "..", "..", "bench", "store_bench.escript"]),
+             filename:join(os:getenv("AION_ROOT", "."), "bench/store_bench.escript")],
+    case [C || C <- Cands, filelib:is_regular(C)] of
+        [S | _] -> S;
+        [] -> error({no_store_bench, Cands})
+    end.
+
+%% @doc A run with `N' completed activities in its history (see replay_events).
+-spec synth(aion_ctx:ctx(), pos_integer()) -> binary().
+synth(Ctx, N) -> synth_history(Ctx, N).
