@@ -164,6 +164,12 @@ create(#{store := Store} = Ctx, Type, O, RunId, Wid, Now, {EvType, _, Data} = Ro
                    timers_put => Deadlines},
             case aion_store:append(Store, [Op]) of
                 {ok, [[1]]} ->
+                    %% The await hint (see resident_await/2): the run is committed
+                    %% and its process registered.
+                    case Ctx of
+                        #{wids := Wids} -> ets:insert(Wids, {Wid, RunId});
+                        _ -> ok
+                    end,
                     Pid ! {aion_go, Ref, {1, EvType, Now, Data}},
                     lists:foreach(fun({Id, At}) -> aion_timers:arm(Ctx, RunId, Id, At) end,
                                   Deadlines),
@@ -222,10 +228,36 @@ await(WorkflowId, Timeout, Opts) when is_binary(WorkflowId) ->
                    infinity -> infinity;
                    T when is_integer(T), T >= 0 -> erlang:monotonic_time(millisecond) + T
                end,
-    case aion_store:current_run(Store, WorkflowId) of
-        {ok, Run} -> await_run(Ctx, Run, Deadline);
-        {error, not_found} -> {error, not_found}
+    case resident_await(Ctx, WorkflowId) of
+        {wait, RunId, Ref} ->
+            wait_done(Ctx, RunId, Ref, Deadline);
+        no ->
+            case aion_store:current_run(Store, WorkflowId) of
+                {ok, Run} -> await_run(Ctx, Run, Deadline);
+                {error, not_found} -> {error, not_found}
+            end
     end.
+
+%% The hot path: the workflow's run has a process. Its `wids' entry names the run;
+%% after registering as a waiter, finding the process still registered in `runs'
+%% means the run is open (so it is the workflow's current run) and will notify us
+%% after its terminal commit. No store read.
+resident_await(#{wids := Wids} = Ctx, WorkflowId) ->
+    case ets:lookup(Wids, WorkflowId) of
+        [{_, RunId}] ->
+            Ref = aion_waiters:register(Ctx, RunId),
+            case aion_run:whereis(Ctx, RunId) of
+                undefined ->
+                    aion_waiters:unregister(Ctx, RunId, Ref),
+                    no;
+                _ ->
+                    {wait, RunId, Ref}
+            end;
+        [] ->
+            no
+    end;
+resident_await(_, _) ->
+    no.
 
 await_run(#{store := Store} = Ctx, #{run_id := RunId, status := Status} = Run, Deadline) ->
     case aion_util:is_terminal(Status) of

@@ -16,7 +16,8 @@
                  runs := ets:tid(),
                  waiters := ets:tid(),
                  opts := map(),
-                 owner => pid()}.   % the store owner (its exit = the engine stopped)
+                 owner => pid(),    % the store owner (its exit = the engine stopped)
+                 wids => ets:tid()}. % workflow_id -> run_id of resident runs (a hint)
 -type role() :: sup | store_owner | confirmer | timers | runner | activity_sup
               | child_tasks | run_sup | recovery.
 

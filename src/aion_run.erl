@@ -22,6 +22,7 @@
 -export([st/0, st_cmd/0, put_st/1, append/2, block/2, stuck/2, now_ms/0]).
 
 -define(STOP(Why), {aion_run_stopped, Why}).
+-define(WID_KEY, '$aion_wid').
 
 %%% ===========================================================================
 %%% Process life
@@ -73,8 +74,20 @@ register_run(#{runs := Runs}, RunId) ->
             end
     end.
 
-unregister_run(#{runs := Runs}, RunId) ->
+unregister_run(#{runs := Runs} = Ctx, RunId) ->
     ets:delete_object(Runs, {RunId, self()}),
+    case {Ctx, get(?WID_KEY)} of
+        {#{wids := Wids}, Wid} when is_binary(Wid) -> ets:delete_object(Wids, {Wid, RunId});
+        _ -> ok
+    end,
+    ok.
+
+%% The workflow id -> run id hint of `aion:await/2' (only for a committed run whose
+%% process is registered; see aion:await/3).
+register_wid(#{wids := Wids}, Wid, RunId) ->
+    put(?WID_KEY, Wid),
+    ets:insert(Wids, {Wid, RunId});
+register_wid(_, _, _) ->
     ok.
 
 %% @doc The resident process of a run, if any.
@@ -101,6 +114,10 @@ kill(#{runs := Runs} = Ctx, RunId) ->
             exit(Pid, kill),
             receive {'DOWN', MRef, process, Pid, _} -> ok end,
             ets:delete_object(Runs, {RunId, Pid}),
+            case Ctx of
+                #{wids := Wids} -> ets:match_delete(Wids, {'_', RunId});
+                _ -> ok
+            end,
             ok
     end.
 
@@ -136,6 +153,7 @@ run(Ctx, RunId, Events) ->
     #{type := workflow_started, workflow_type := TypeBin, input := Input,
       workflow_id := Wid, recorded_at := StartedAt} = Start = aion_replay:event(1, R),
     Type = binary_to_atom(TypeBin, utf8),
+    register_wid(Ctx, Wid, RunId),
     case aion_util:check_type(Type) of
         ok ->
             S = #wf{ctx = Ctx, run_id = RunId, workflow_id = Wid, type = Type,
@@ -254,7 +272,7 @@ cleanup(#wf{ctx = Ctx, run_id = RunId, replay = R, options = Opts}) ->
 stuck(#{expected := Exp, got := Got, seq := Seq} = D,
       #wf{ctx = #{store := Store} = Ctx, run_id = RunId, workflow_id = Wid, type = Type} = S) ->
     logger:error("aion: nondeterminism in workflow ~ts (run ~ts, type ~p) at seq ~p: "
-                 "history has ~p, code issued ~p; the run is stuck until aion:retry/1",
+                 "history has ~0p, code issued ~0p; the run is stuck until aion:retry/1",
                  [Wid, RunId, Type, Seq, Exp, Got]),
     {ok, Json} = aion_json:encode_bin(D#{kind => nondeterminism}),
     Op = #{run_id => RunId, set => #{status => <<"stuck">>, stuck_reason => Json}},

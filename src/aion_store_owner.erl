@@ -28,6 +28,8 @@ init(#{name := Name, db_path := Path} = Opts) ->
                                                 {write_concurrency, true}]),
                     waiters => ets:new(aion_waiters, [bag, public,
                                                       {write_concurrency, true}]),
+                    wids => ets:new(aion_wids, [set, public, {read_concurrency, true},
+                                                {write_concurrency, true}]),
                     opts => Opts, owner => self()},
             ok = aion_ctx:put(Name, Ctx),
             {ok, Ctx};

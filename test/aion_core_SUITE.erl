@@ -11,7 +11,7 @@
          cancelled_timer_never_fires/1, parallel_and_wait_all/1,
          replay_is_deterministic/1, nondeterminism_stuck_then_retry/1,
          bad_input_records_nothing/1, id_reuse_and_conflict/1, info_and_misuse/1,
-         run_deadlines/1]).
+         run_deadlines/1, cancel_request_observed/1]).
 
 -define(W, aion_test_workflows).
 
@@ -20,7 +20,7 @@ all() ->
      describe_list_count, sleep_fires, wait_any_history_order,
      cancelled_timer_never_fires, parallel_and_wait_all, replay_is_deterministic,
      nondeterminism_stuck_then_retry, bad_input_records_nothing, id_reuse_and_conflict,
-     info_and_misuse, run_deadlines].
+     info_and_misuse, run_deadlines, cancel_request_observed].
 
 init_per_suite(Config) ->
     ok = aion_ct:start_app(),
@@ -343,3 +343,29 @@ run_deadlines(_Config) ->
                                             #{run_timeout => 100, execution_timeout => 100}),
     {ok, <<"done">>} = aion:await(W3, 5000),
     {ok, #{status := completed}} = aion:describe(W3).
+
+%% A workflow_cancel_requested event (recorded and delivered the way the client's
+%% cancel does it) makes the pending blocking primitive return {error, {cancelled,
+%% Reason}}, every later one too, except inside non_cancellable/1; the run ends
+%% cancelled.
+cancel_request_observed(_Config) ->
+    {ok, #{workflow_id := Wid, run_id := RunId}} = aion:start(?W, #{kind => cancellable}, #{}),
+    aion_ct:wait_until(fun() -> lists:member(timer_started, aion_ct:types(aion_ct:history(Wid)))
+                       end, 5000),
+    #{store := Store} = Ctx = aion_ctx:get(aion_default),
+    Row = aion_event:encode_row(workflow_cancel_requested, erlang:system_time(millisecond),
+                                #{reason => <<"stop">>}),
+    {ok, [[Seq]]} = aion_store:append(Store, [#{run_id => RunId, events => [Row]}]),
+    {T, At, D} = Row,
+    ok = aion_deliver:events(Ctx, RunId, [{Seq, T, At, D}]),
+    {error, {cancelled, <<"stop">>}} = aion:await(Wid, 5000),
+    receive
+        {report, <<"cancel">>, V} ->
+            [[<<"error">>, <<"cancelled">>, <<"stop">>], true,
+             [<<"error">>, <<"cancelled">>, <<"stop">>]] = V
+    after 5000 -> error(no_report)
+    end,
+    H = aion_ct:history(Wid),
+    #{type := workflow_cancelled, reason := <<"stop">>} = lists:last(H),
+    [#{timer_id := <<"t1">>} | _] = [E || #{type := timer_cancelled} = E <- H],
+    {ok, #{status := cancelled}} = aion:describe(Wid).

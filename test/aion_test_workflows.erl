@@ -81,6 +81,16 @@ run(#{<<"kind">> := <<"marked_sleep">>, <<"file">> := File, <<"ms">> := Ms}) ->
     {ok, _} = aion_workflow:execute_activity(?ACT(line), [File, 0, -1], #{}),
     ok = aion_workflow:sleep(Ms),
     {ok, <<"woke">>};
+run(#{<<"kind">> := <<"cancellable">>}) ->
+    Slept = aion_workflow:sleep(60000),
+    Seen = aion_workflow:is_cancel_requested(),
+    After = aion_workflow:sleep(1),
+    {ok, _} = aion_workflow:non_cancellable(
+                fun() ->
+                        aion_workflow:execute_activity(
+                          ?ACT(report), [<<"cancel">>, [out(Slept), Seen, out(After)]], #{})
+                end),
+    {ok, <<"cleaned up">>};
 run(#{<<"kind">> := <<"info">>}) ->
     I = aion_workflow:info(),
     {ok, maps:with([workflow_id, run_id, attempt, cancel_requested], I)}.
