@@ -398,10 +398,17 @@ outcome_row(ChildId, #{type := Type} = T) ->
                                 workflow_failed -> {failed, maps:get(error, T, null)};
                                 workflow_cancelled -> {cancelled, maps:get(reason, T, null)};
                                 workflow_terminated -> {terminated, maps:get(reason, T, null)};
-                                workflow_timed_out -> {timed_out, maps:get(kind, T, null)}
+                                workflow_timed_out -> {timed_out, timeout_kind(T)}
                             end,
             aion_event:encode_row(child_workflow_failed, Now,
                                   #{child_id => ChildId, error => Error, kind => Kind})
+    end.
+
+timeout_kind(T) ->
+    case maps:get(kind, T, null) of
+        <<"run_timeout">> -> run_timeout;
+        <<"execution_timeout">> -> execution_timeout;
+        K -> K
     end.
 
 terminal_event(Store, #{run_id := RunId, next_seq := Next}) ->
@@ -450,16 +457,20 @@ await_result(#{type := child_workflow_failed} = E) ->
 
 %% @doc `aion_workflow:cancel/1' of a child future whose outcome is not known:
 %% requests cancellation of the child's current run (records
-%% `workflow_cancel_requested' there). Nothing is recorded in the parent; the
-%% child's outcome arrives as usual.
+%% `workflow_cancel_requested{reason = cancelled_by_parent}' there unless one is
+%% recorded already). Nothing is recorded in the parent; the child's outcome
+%% arrives as usual.
 -spec cancel(#wf{}, binary()) -> ok.
 cancel(#wf{ctx = #{store := Store} = Ctx, run_id = ParentRunId, replay = R}, ChildId) ->
     case aion_replay:child_started(ChildId, R) of
         {ok, #{workflow_id := Wid}} ->
             case aion_store:current_run(Store, Wid) of
-                {ok, #{run_id := RunId, parent := ParentRunId}} ->
-                    _ = request_cancel(Ctx, RunId, cancelled_by_parent),
-                    ok;
+                {ok, #{run_id := RunId, parent := ParentRunId, status := St}} ->
+                    %% A replay repeats the cancel: once is enough.
+                    case aion_util:is_terminal(St) orelse cancel_requested(Ctx, RunId) of
+                        true -> ok;
+                        false -> _ = request_cancel(Ctx, RunId, cancelled_by_parent), ok
+                    end;
                 _ ->
                     ok
             end;

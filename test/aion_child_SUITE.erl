@@ -12,7 +12,8 @@
          end_per_testcase/2]).
 -export([three_children_wait_all/1, failing_child/1, close_policies/1,
          bad_inputs_record_nothing/1, continue_as_new_50/1, child_continues_as_new/1,
-         nesting/1, repair_missing_child/1, kill_9_parent_awaits_child/1]).
+         nesting/1, repair_missing_child/1, kill_9_parent_awaits_child/1,
+         child_outcome_kinds/1, cancel_propagates/1]).
 -export([child_main/2]).
 
 -define(W, aion_child_test_wf).
@@ -23,7 +24,7 @@ suite() ->
 all() ->
     [three_children_wait_all, failing_child, close_policies, bad_inputs_record_nothing,
      continue_as_new_50, child_continues_as_new, nesting, repair_missing_child,
-     kill_9_parent_awaits_child].
+     kill_9_parent_awaits_child, child_outcome_kinds, cancel_propagates].
 
 init_per_suite(Config) ->
     ok = aion_ct:start_app(),
@@ -169,6 +170,35 @@ nesting(_Config) ->
     {ok, 4} = aion:await(Wid, 20000),
     {ok, 5} = aion:count(#{}),
     {ok, 5} = aion:count(#{status => completed}).
+
+child_outcome_kinds(_Config) ->
+    %% timed out (the child's run_timeout)
+    W1 = start(#{kind => timeout_child}),
+    {ok, <<"run_timeout">>} = aion:await(W1, 10000),
+    [#{kind := <<"timed_out">>, error := run_timeout}] =
+        [E || #{type := child_workflow_failed} = E <- aion_ct:history(W1)],
+    %% terminated from outside while the parent awaits it
+    W2 = start(#{kind => await_hold, id => <<"held">>}),
+    wait_sleeping(<<"held">>),
+    ok = aion:terminate(<<"held">>, <<"enough">>),
+    {ok, <<"{error,{child_terminated,<<\"enough\">>}}">>} = aion:await(W2, 10000).
+
+%% Cancelling a parent that awaits a child cancels the child (SPEC 3.6).
+cancel_propagates(_Config) ->
+    W = start(#{kind => await_hold, id => <<"kid-c">>}),
+    wait_sleeping(<<"kid-c">>),
+    ok = aion:cancel(W, <<"stop">>),
+    {error, {cancelled, <<"stop">>}} = aion:await(W, 10000),
+    {error, {cancelled, cancelled_by_parent}} = aion:await(<<"kid-c">>, 10000),
+    [_] = [E || #{type := workflow_cancel_requested} = E <- aion_ct:history(<<"kid-c">>)].
+
+wait_sleeping(Wid) ->
+    aion_ct:wait_until(fun() ->
+                               case aion:history(Wid) of
+                                   {ok, H} -> lists:member(timer_started, aion_ct:types(H));
+                                   _ -> false
+                               end
+                       end, 10000).
 
 %% The parent recorded child_workflow_started but the node died before the child
 %% was created: the rebuilt parent creates it (the recorded run id), exactly once.

@@ -64,6 +64,12 @@ run(#{<<"kind">> := <<"line_parent">>, <<"file">> := File}) ->
     {ok, R} = aion_workflow:execute_child(?MODULE, #{kind => line_child, file => File},
                                           #{id => <<"line-kid">>}),
     {ok, #{<<"child">> => R}};
+run(#{<<"kind">> := <<"timeout_child">>}) ->
+    {error, {child_timed_out, K}} =
+        aion_workflow:execute_child(?MODULE, #{kind => hold}, #{run_timeout => 200}),
+    {ok, K};
+run(#{<<"kind">> := <<"await_hold">>, <<"id">> := Id}) ->
+    {ok, text(aion_workflow:execute_child(?MODULE, #{kind => hold}, #{id => Id}))};
 run(#{<<"kind">> := <<"one_child">>}) ->
     aion_workflow:execute_child(?MODULE, #{kind => square, n => 5}, #{id => <<"kid">>}).
 
