@@ -14,6 +14,11 @@ run(#{<<"kind">> := <<"three_children">>}) ->
     Fs = [aion_workflow:start_child(?MODULE, #{kind => square, n => N}, #{})
           || N <- [1, 2, 3]],
     aion_workflow:wait_all(Fs);
+run(#{<<"kind">> := <<"many_children">>, <<"n">> := N}) ->
+    Fs = [aion_workflow:start_child(?MODULE, #{kind => square, n => I}, #{})
+          || I <- lists:seq(1, N)],
+    {ok, Squares} = aion_workflow:wait_all(Fs),
+    {ok, lists:sum(Squares)};
 run(#{<<"kind">> := <<"failing_child">>}) ->
     Ok = aion_workflow:start_child(?MODULE, #{kind => square, n => 4}, #{}),
     Bad = aion_workflow:start_child(?MODULE, #{kind => fail}, #{id => <<"bad-kid">>}),
