@@ -37,6 +37,7 @@
 
 -include("aion_run.hrl").
 
+-export([guard_rows/1]).
 -export([start/3, await_result/1, cancel/2, continue_as_new/2, run_closed/4,
          closed_from_outside/2, recover/1, request_cancel/3, validate_start/3]).
 %% Task entry points.
@@ -157,6 +158,16 @@ start(Type, Input, Opts) ->
     end.
 
 guard(ChildId) -> <<"$child/", ChildId/binary>>.
+
+%% @doc The guard timer rows of the children in `Events' (a decoded history) whose
+%% outcome is not recorded: a reopen puts them back (the close cleared them) so
+%% the outcomes of those children can still be recorded.
+-spec guard_rows([aion_event:event()]) -> [{binary(), integer()}].
+guard_rows(Events) ->
+    Done = [Id || #{type := T, child_id := Id} <- Events,
+                  T =:= child_workflow_completed orelse T =:= child_workflow_failed],
+    [{guard(Id), ?FAR} || #{type := child_workflow_started, child_id := Id} <- Events,
+                          not lists:member(Id, Done)].
 
 %% Creates the child of a recorded `child_workflow_started' (live path): a failure
 %% other than a definite answer leaves it to a repair task.

@@ -13,7 +13,8 @@
 -export([three_children_wait_all/1, failing_child/1, close_policies/1,
          bad_inputs_record_nothing/1, continue_as_new_50/1, child_continues_as_new/1,
          nesting/1, repair_missing_child/1, kill_9_parent_awaits_child/1,
-         child_outcome_kinds/1, cancel_propagates/1, engine_stop_mid_fan_out/1]).
+         child_outcome_kinds/1, cancel_propagates/1, engine_stop_mid_fan_out/1,
+         reopened_parent_gets_outcome/1]).
 -export([child_main/2]).
 
 -define(W, aion_child_test_wf).
@@ -25,7 +26,7 @@ all() ->
     [three_children_wait_all, failing_child, close_policies, bad_inputs_record_nothing,
      continue_as_new_50, child_continues_as_new, nesting, repair_missing_child,
      kill_9_parent_awaits_child, child_outcome_kinds, cancel_propagates,
-     engine_stop_mid_fan_out].
+     engine_stop_mid_fan_out, reopened_parent_gets_outcome].
 
 init_per_suite(Config) ->
     ok = aion_ct:start_app(),
@@ -223,6 +224,21 @@ engine_stop_mid_fan_out(Config) ->
     {ok, Kids} = aion:list(#{parent => FanRun}),
     ?assertEqual(30, length(Kids)),
     ct:pal("runs before the stop: ~p", [length(Before)]).
+
+%% A failed parent whose abandoned child still runs is reopened: the child's outcome
+%% is recorded in it after the reopen.
+reopened_parent_gets_outcome(_Config) ->
+    W = start(#{kind => reopen_parent}),
+    {error, {failed, _}} = aion:await(W, 10000),
+    {ok, #{status := running}} = aion:describe(<<"r-kid">>),
+    persistent_term:put({aion_child_test, flaky}, pass),
+    try
+        ok = aion:reopen(W),
+        {ok, <<"{error,{child_cancelled,cancelled_by_parent}}">>} = aion:await(W, 10000),
+        [_] = [E || #{type := child_workflow_failed} = E <- aion_ct:history(W)]
+    after
+        persistent_term:erase({aion_child_test, flaky})
+    end.
 
 wait_sleeping(Wid) ->
     aion_ct:wait_until(fun() ->

@@ -2,7 +2,14 @@
 -module(aion_child_test_wf).
 -behaviour(aion_workflow).
 
--export([run/1]).
+-export([run/1, flaky/0]).
+
+%% An activity that fails for good until the test flips a switch.
+flaky() ->
+    case persistent_term:get({aion_child_test, flaky}, fail) of
+        fail -> {error, {non_retryable, nope}};
+        pass -> {ok, <<"fine">>}
+    end.
 
 -define(ACT(F), {aion_test_activities, F}).
 
@@ -75,6 +82,12 @@ run(#{<<"kind">> := <<"timeout_child">>}) ->
     {ok, K};
 run(#{<<"kind">> := <<"await_hold">>, <<"id">> := Id}) ->
     {ok, text(aion_workflow:execute_child(?MODULE, #{kind => hold}, #{id => Id}))};
+run(#{<<"kind">> := <<"reopen_parent">>}) ->
+    C = aion_workflow:start_child(?MODULE, #{kind => hold},
+                                  #{id => <<"r-kid">>, parent_close_policy => abandon}),
+    {ok, <<"fine">>} = aion_workflow:execute_activity({?MODULE, flaky}, [], #{}),
+    ok = aion_workflow:cancel(C),
+    {ok, text(aion_workflow:await(C))};
 run(#{<<"kind">> := <<"one_child">>}) ->
     aion_workflow:execute_child(?MODULE, #{kind => square, n => 5}, #{id => <<"kid">>}).
 
