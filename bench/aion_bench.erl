@@ -65,6 +65,7 @@ scenarios() ->
         [{"latency_full", [{latency, ["full"]}]},
          {"latency_normal", [{latency, ["normal"]}]},
          {"signal_roundtrip", [{signal_roundtrip, ["full"]}]},
+         {"signal_queue_10k", [{signal_queue, ["full"]}]},
          {"replay_10k_events", [{replay_events, ["full"]}]},
          {"replay_resume_10k", [{resume_prepare, ["full"]}, {resume_measure, ["full"]}]},
          {"timers", [{timers, ["full"]}]},
@@ -198,6 +199,7 @@ child([Fun, Dir, Mode | Args]) ->
 fun_of("throughput") -> fun throughput/4;
 fun_of("latency") -> fun latency/2;
 fun_of("signal_roundtrip") -> fun signal_roundtrip/2;
+fun_of("signal_queue") -> fun signal_queue/2;
 fun_of("replay_events") -> fun replay_events/2;
 fun_of("resume_prepare") -> fun resume_prepare/2;
 fun_of("resume_measure") -> fun resume_measure/2;
@@ -387,6 +389,61 @@ poll_query(Wid, I) ->
     case apply(aion, query, [Wid, <<"last">>, null, 5000]) of
         {ok, I} -> ok;
         {ok, _} -> poll_query(Wid, I)
+    end.
+
+%% 10,000 signals queued to one workflow, then consumed by receive_signal/1.
+%% Resident: the workflow is blocked on a `go' signal while 16 senders append the
+%% items (each append is durable and delivered); `go' releases it and the time
+%% until it consumed the last item is measured inside the workflow. Rebuilt: the
+%% same with the workflow's process killed first, so the items and `go' are only
+%% in the store; the run is started again (history read, decode, replay) and
+%% consumes them: measured from the restart to the last item.
+signal_queue(Dir, SyncS) ->
+    ok = start_engine(Dir, sync(SyncS)),
+    N = count(10000, 2000),
+    true = register(?COLLECTOR, self()),
+    %% resident
+    {ok, #{workflow_id := W1}} = aion:start(?WF, #{kind => <<"drain">>, n => N}, #{}),
+    EnqUs = enqueue(W1, N),
+    ok = apply(aion, signal, [W1, <<"go">>, null]),
+    {T0, T1} = receive {drained, _, A, B} -> {A, B} after 120000 -> error(drain_timeout) end,
+    result("signal_queue_10k_resident", N * 1000000 / max(1, T1 - T0), "signals/s",
+           io_lib:format("~b signals consumed in ~.1f ms; enqueue by 16 senders "
+                         "~b signals/s (durable, full)", [N, (T1 - T0) / 1000,
+                                                         round(N * 1000000 / EnqUs)])),
+    %% rebuilt from the store
+    Ctx = aion_ctx:get(?ENGINE),
+    {ok, #{workflow_id := W2, run_id := R2}} =
+        aion:start(?WF, #{kind => <<"drain">>, n => N}, #{}),
+    ok = wait_resident(Ctx, R2),
+    ok = aion_run:kill(Ctx, R2),
+    _ = enqueue(W2, N),
+    ok = apply(aion, signal, [W2, <<"go">>, null]),
+    S0 = erlang:monotonic_time(microsecond),
+    {ok, _} = aion_run_sup:start_run(Ctx, R2),
+    {G, S1} = receive {drained, _, A2, B2} -> {A2, B2} after 120000 -> error(drain_timeout) end,
+    result("signal_queue_10k_rebuilt", N * 1000000 / max(1, S1 - S0), "signals/s",
+           io_lib:format("~b queued signals: load + replay ~.1f ms, consume ~.1f ms",
+                         [N, (G - S0) / 1000, (S1 - G) / 1000])),
+    ok = stop_engine().
+
+enqueue(Wid, N) ->
+    Self = self(),
+    C = 16,
+    T0 = erlang:monotonic_time(microsecond),
+    Pids = [spawn_link(fun() ->
+                               [ok = apply(aion, signal, [Wid, <<"item">>, 1])
+                                || _ <- lists:seq(1, N div C)],
+                               Self ! {enqueued, self()}
+                       end) || _ <- lists:seq(1, C)],
+    [ok = apply(aion, signal, [Wid, <<"item">>, 1]) || _ <- lists:seq(1, N rem C)],
+    _ = [receive {enqueued, P} -> ok end || P <- Pids],
+    erlang:monotonic_time(microsecond) - T0.
+
+wait_resident(Ctx, RunId) ->
+    case aion_run:whereis(Ctx, RunId) of
+        undefined -> receive after 1 -> wait_resident(Ctx, RunId) end;
+        _ -> ok
     end.
 
 %%% ---------------------------------------------------------------------------

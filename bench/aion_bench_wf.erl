@@ -22,6 +22,8 @@
 %% least 0 ms), tells the collector `{sleeping, RunId}' once the timer is
 %% recorded and `{fired, FireAt, NowMs}' when it wakes.</li>
 %% <li>`pingpong': signal loop for signal_roundtrip (needs `receive_signal').</li>
+%% <li>`drain' (`n'): waits for `go', then consumes `n' `item' signals and tells
+%% the collector `{drained, RunId, StartUs, EndUs}'.</li>
 %% </ul>
 -spec run(map()) -> term().
 run(#{<<"kind">> := <<"hello">>}) ->
@@ -58,12 +60,24 @@ run(#{<<"kind">> := <<"sleeper">>, <<"base">> := Base, <<"ms">> := Ms}) ->
     tell({fired, FireAt, erlang:system_time(millisecond)}),
     {ok, fired};
 run(#{<<"kind">> := <<"pingpong">>}) ->
-    pingpong(0).
+    pingpong(0);
+run(#{<<"kind">> := <<"drain">>, <<"n">> := N}) ->
+    {ok, _} = aion_workflow:receive_signal(<<"go">>),
+    T0 = erlang:monotonic_time(microsecond),
+    N = drain(N, 0),
+    #{run_id := RunId} = aion_workflow:info(),
+    tell({drained, RunId, T0, erlang:monotonic_time(microsecond)}),
+    {ok, N}.
+
+drain(0, Sum) ->
+    Sum;
+drain(N, Sum) ->
+    {ok, P} = aion_workflow:receive_signal(<<"item">>),
+    drain(N - 1, Sum + P).
 
 pingpong(Last) ->
     ok = aion_workflow:set_query_handler(<<"last">>, fun(_) -> Last end),
-    %% apply/3: receive_signal may not exist yet (this module must still compile).
-    case apply(aion_workflow, receive_signal, [<<"ping">>]) of
+    case aion_workflow:receive_signal(<<"ping">>) of
         {ok, <<"stop">>} -> {ok, Last};
         {ok, N} -> pingpong(N)
     end.

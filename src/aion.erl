@@ -681,16 +681,21 @@ query(WorkflowId, Name, Args, TimeoutMs) ->
 %% handler raised `Reason'; a handler calling a recording or blocking primitive
 %% fails with `query_handler_must_not_record'; the workflow is unharmed),
 %% `query_timeout' (no answer within `TimeoutMs' ms), `not_running' (the current
-%% run is closed, closed while asked, or stuck), `not_found'.
+%% run is closed, closed while asked, or stuck), `not_found',
+%% `{invalid_option, timeout}' (`TimeoutMs' not a non-negative integer or
+%% `infinity').
 -spec query(binary(), binary() | atom(), term(), timeout() | default, map()) ->
           {ok, term()} | {error, term()}.
 query(WorkflowId, Name, Args, TimeoutMs, Opts) when is_map(Opts) ->
     #{opts := EOpts} = Ctx = ctx(Opts),
-    Timeout = case TimeoutMs of
-                  default -> maps:get(query_timeout, EOpts, 5000);
-                  _ -> TimeoutMs
-              end,
-    aion_signal:query(Ctx, WorkflowId, Name, Args, Timeout).
+    case TimeoutMs of
+        default ->
+            aion_signal:query(Ctx, WorkflowId, Name, Args, maps:get(query_timeout, EOpts, 5000));
+        T when T =:= infinity; is_integer(T), T >= 0 ->
+            aion_signal:query(Ctx, WorkflowId, Name, Args, T);
+        _ ->
+            {error, {invalid_option, timeout}}
+    end.
 
 %% @doc `cancel(WorkflowId, Reason, #{})'.
 -spec cancel(binary(), term()) -> ok | {error, term()}.

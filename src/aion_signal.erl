@@ -113,7 +113,9 @@ dedup(#{store := Store} = Ctx, RunId, Row, Sid, From) ->
     end.
 
 has_signal_id({_, <<"signal_received">>, _, Data}, Sid) ->
-    case binary:match(Data, Sid) of
+    %% Cheap pre-check on the id as the encoder writes it, then decode to be sure.
+    {ok, SidJson} = aion_json:encode_bin(Sid),
+    case binary:match(Data, SidJson) of
         nomatch -> false;
         _ -> maps:get(signal_id, aion_event:decode({1, <<"signal_received">>, 0, Data}), null)
                  =:= Sid

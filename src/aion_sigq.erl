@@ -75,11 +75,19 @@ receive_signal(Name, Timeout) ->
                 {ok, #{seq := Seq} = Found} -> Seq =< aion_replay:watermark(R) andalso Found;
                 none -> false
             end,
+    Cancel = case S#wf.non_cancellable of
+                 0 -> aion_replay:cancel_requested(R);
+                 _ -> false
+             end,
     if
         Known =/= false ->
             consume(Name, K, Known, S);
         Timeout =:= 0 ->
             {error, timeout};
+        Cancel =/= false ->
+            %% A visible cancel request: return at once, record no timer.
+            {true, Req} = Cancel,
+            {error, {cancelled, maps:get(reason, Req, null)}};
         Timeout =:= infinity ->
             case aion_run:block([{signal, Name, K}], S) of
                 {1, Ev, S1} -> consume(Name, K, Ev, S1);
