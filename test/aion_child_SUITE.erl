@@ -41,7 +41,7 @@ init_per_testcase(TC, Config) when TC =:= repair_missing_child;
                                    TC =:= kill_9_parent_awaits_child ->
     Config;
 init_per_testcase(TC, Config) ->
-    Path = aion_ct:db_path(Config, atom_to_list(TC) ++ ".db"),
+    Path = aion_ct:db_path(Config, "child_" ++ atom_to_list(TC) ++ ".db"),
     _ = aion_ct:start_engine(aion_default, Path),
     Config.
 

@@ -38,7 +38,7 @@ end_per_suite(_Config) ->
     ok.
 
 init_per_testcase(TC, Config) ->
-    Path = aion_ct:db_path(Config, atom_to_list(TC) ++ ".db"),
+    Path = aion_ct:db_path(Config, "sigq_" ++ atom_to_list(TC) ++ ".db"),
     _ = aion_ct:start_engine(aion_default, Path),
     true = register(aion_test_sink, self()),
     [{db, Path} | Config].
