@@ -139,8 +139,11 @@ eprof([_, _, Kind, CS, SecsS] = Args) ->
 load([_, _, Kind, CS, SecsS] = Args) ->
     start(Args),
     io:format("os pid ~s~n", [os:getpid()]),
+    Cnt = counters:new(1, []),
     {N, Lat} = aion_bench:clients(list_to_integer(CS), 1000,
-                                  list_to_integer(SecsS) * 1000, fun() -> once(Kind) end),
-    io:format("~b workflows, ~.1f/s, p50 ~.2f ms~n",
-              [N, N / list_to_integer(SecsS), aion_bench:pct(Lat, 0.5) / 1000]),
+                                  list_to_integer(SecsS) * 1000,
+                                  fun() -> once(Kind), counters:add(Cnt, 1, 1) end),
+    io:format("~b workflows, ~.1f/s, p50 ~.2f ms; ~b workflows in all~n",
+              [N, N / list_to_integer(SecsS), aion_bench:pct(Lat, 0.5) / 1000,
+               counters:get(Cnt, 1)]),
     halt(0).

@@ -19,7 +19,7 @@ elif [ ! -f "$EBIN/aion_json.beam" ]; then
     erlc -o _build/bench/shim bench/shim/aion_json.erl
     PA="$PA -pa _build/bench/shim"
 fi
-erlc +debug_info -pa "$EBIN" -o "$OUT" bench/aion_bench_wf.erl bench/aion_bench.erl
-[ -f bench/aion_profile.erl ] && erlc +debug_info -pa "$EBIN" -o "$OUT" bench/aion_profile.erl
+# The suite, the profiling helpers and the reproductions (bench/*.erl).
+erlc +debug_info -pa "$EBIN" -o "$OUT" bench/*.erl
 export AION_ROOT="$(pwd)"
 exec erl -noshell -noinput +sbwt none +sbwtdcpu none +sbwtdio none $PA -run aion_bench main

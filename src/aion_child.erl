@@ -37,6 +37,7 @@
 
 -include("aion_run.hrl").
 
+-export([guard_rows/1]).
 -export([start/3, await_result/1, cancel/2, continue_as_new/2, run_closed/4,
          closed_from_outside/2, recover/1, request_cancel/3, validate_start/3]).
 %% Task entry points.
@@ -157,6 +158,16 @@ start(Type, Input, Opts) ->
     end.
 
 guard(ChildId) -> <<"$child/", ChildId/binary>>.
+
+%% @doc The guard timer rows of the children in `Events' (a decoded history) whose
+%% outcome is not recorded: a reopen puts them back (the close cleared them) so
+%% the outcomes of those children can still be recorded.
+-spec guard_rows([aion_event:event()]) -> [{binary(), integer()}].
+guard_rows(Events) ->
+    Done = [Id || #{type := T, child_id := Id} <- Events,
+                  T =:= child_workflow_completed orelse T =:= child_workflow_failed],
+    [{guard(Id), ?FAR} || #{type := child_workflow_started, child_id := Id} <- Events,
+                          not lists:member(Id, Done)].
 
 %% Creates the child of a recorded `child_workflow_started' (live path): a failure
 %% other than a definite answer leaves it to a repair task.
@@ -398,10 +409,17 @@ outcome_row(ChildId, #{type := Type} = T) ->
                                 workflow_failed -> {failed, maps:get(error, T, null)};
                                 workflow_cancelled -> {cancelled, maps:get(reason, T, null)};
                                 workflow_terminated -> {terminated, maps:get(reason, T, null)};
-                                workflow_timed_out -> {timed_out, maps:get(kind, T, null)}
+                                workflow_timed_out -> {timed_out, timeout_kind(T)}
                             end,
             aion_event:encode_row(child_workflow_failed, Now,
                                   #{child_id => ChildId, error => Error, kind => Kind})
+    end.
+
+timeout_kind(T) ->
+    case maps:get(kind, T, null) of
+        <<"run_timeout">> -> run_timeout;
+        <<"execution_timeout">> -> execution_timeout;
+        K -> K
     end.
 
 terminal_event(Store, #{run_id := RunId, next_seq := Next}) ->
@@ -450,16 +468,20 @@ await_result(#{type := child_workflow_failed} = E) ->
 
 %% @doc `aion_workflow:cancel/1' of a child future whose outcome is not known:
 %% requests cancellation of the child's current run (records
-%% `workflow_cancel_requested' there). Nothing is recorded in the parent; the
-%% child's outcome arrives as usual.
+%% `workflow_cancel_requested{reason = cancelled_by_parent}' there unless one is
+%% recorded already). Nothing is recorded in the parent; the child's outcome
+%% arrives as usual.
 -spec cancel(#wf{}, binary()) -> ok.
 cancel(#wf{ctx = #{store := Store} = Ctx, run_id = ParentRunId, replay = R}, ChildId) ->
     case aion_replay:child_started(ChildId, R) of
         {ok, #{workflow_id := Wid}} ->
             case aion_store:current_run(Store, Wid) of
-                {ok, #{run_id := RunId, parent := ParentRunId}} ->
-                    _ = request_cancel(Ctx, RunId, cancelled_by_parent),
-                    ok;
+                {ok, #{run_id := RunId, parent := ParentRunId, status := St}} ->
+                    %% A replay repeats the cancel: once is enough.
+                    case aion_util:is_terminal(St) orelse cancel_requested(Ctx, RunId) of
+                        true -> ok;
+                        false -> _ = request_cancel(Ctx, RunId, cancelled_by_parent), ok
+                    end;
                 _ ->
                     ok
             end;

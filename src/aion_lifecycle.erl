@@ -130,7 +130,8 @@ reopen(#{store := Store} = Ctx, WorkflowId) ->
             Op = #{run_id => RunId, allow_closed => true, expected_seq => Next,
                    events => [Row],
                    set => #{status => <<"running">>, closed_at => null},
-                   tasks_put => [aion_activity_runner:task_row(T) || T <- Tasks]},
+                   tasks_put => [aion_activity_runner:task_row(T) || T <- Tasks],
+                   timers_put => aion_child:guard_rows(Events)},
             case aion_store:append(Store, [Op]) of
                 {ok, _} ->
                     _ = start_run(Ctx, RunId),

@@ -281,15 +281,23 @@ merge(Rows, Full, #{armed := A, inflight := I} = S0) ->
                               false -> insert(RunId, TimerId, FireAt, S)
                           end
                   end, Rows),
+    Next = case Full andalso Rows =/= [] of
+               true -> {full, element(3, lists:last(Rows))};
+               false -> Full
+           end,
     case S of
         #{rescan_due := true} -> start_scan(S);
-        _ -> schedule_tick(S, Full)
+        _ -> schedule_tick(S, Next)
     end.
 
-%% The next periodic scan; sooner when the last one did not read everything due.
+%% The next periodic scan. A scan that came back full (`timer_scan_limit' rows)
+%% read the earliest rows by fire time, so no row it left behind is due before the
+%% last row it returned: the next scan waits until then (at least 100 ms, at most
+%% the rescan interval) instead of re-reading the same rows over and over.
 schedule_tick(#{tick := Old, interval := Interval} = S, Full) ->
     _ = Old =:= undefined orelse erlang:cancel_timer(Old),
     Delay = case Full of
+                {full, LastFireAt} -> min(Interval, max(100, LastFireAt - now_ms()));
                 true -> min(Interval, 100);
                 false -> Interval
             end,

@@ -210,7 +210,10 @@ wait_all(Pending, Done, N) ->
             end
     end.
 
-%% @doc Requests cancellation of an activity or timer future; returns `ok'.
+%% @doc Requests cancellation of an activity, timer or child future; returns `ok'.
+%% For a child, a cancel request (`workflow_cancel_requested{reason =
+%% cancelled_by_parent}') is recorded in the child's current run and nothing in this
+%% run; the child's outcome (often `{error, {child_cancelled, _}}') arrives as usual.
 %% Records `activity_cancelled' / `timer_cancelled' (and kills the running attempt or
 %% disarms the timer) unless the future already settled (then nothing happens; a
 %% completion that raced the cancel wins and is what `await/1' returns).

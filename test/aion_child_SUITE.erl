@@ -12,7 +12,9 @@
          end_per_testcase/2]).
 -export([three_children_wait_all/1, failing_child/1, close_policies/1,
          bad_inputs_record_nothing/1, continue_as_new_50/1, child_continues_as_new/1,
-         nesting/1, repair_missing_child/1, kill_9_parent_awaits_child/1]).
+         nesting/1, repair_missing_child/1, kill_9_parent_awaits_child/1,
+         child_outcome_kinds/1, cancel_propagates/1, engine_stop_mid_fan_out/1,
+         reopened_parent_gets_outcome/1]).
 -export([child_main/2]).
 
 -define(W, aion_child_test_wf).
@@ -23,7 +25,8 @@ suite() ->
 all() ->
     [three_children_wait_all, failing_child, close_policies, bad_inputs_record_nothing,
      continue_as_new_50, child_continues_as_new, nesting, repair_missing_child,
-     kill_9_parent_awaits_child].
+     kill_9_parent_awaits_child, child_outcome_kinds, cancel_propagates,
+     engine_stop_mid_fan_out, reopened_parent_gets_outcome].
 
 init_per_suite(Config) ->
     ok = aion_ct:start_app(),
@@ -34,6 +37,7 @@ end_per_suite(_Config) ->
     ok.
 
 init_per_testcase(TC, Config) when TC =:= repair_missing_child;
+                                   TC =:= engine_stop_mid_fan_out;
                                    TC =:= kill_9_parent_awaits_child ->
     Config;
 init_per_testcase(TC, Config) ->
@@ -169,6 +173,80 @@ nesting(_Config) ->
     {ok, 4} = aion:await(Wid, 20000),
     {ok, 5} = aion:count(#{}),
     {ok, 5} = aion:count(#{status => completed}).
+
+child_outcome_kinds(_Config) ->
+    %% timed out (the child's run_timeout)
+    W1 = start(#{kind => timeout_child}),
+    {ok, <<"run_timeout">>} = aion:await(W1, 10000),
+    [#{kind := <<"timed_out">>, error := run_timeout}] =
+        [E || #{type := child_workflow_failed} = E <- aion_ct:history(W1)],
+    %% terminated from outside while the parent awaits it
+    W2 = start(#{kind => await_hold, id => <<"held">>}),
+    wait_sleeping(<<"held">>),
+    ok = aion:terminate(<<"held">>, <<"enough">>),
+    {ok, <<"{error,{child_terminated,<<\"enough\">>}}">>} = aion:await(W2, 10000).
+
+%% Cancelling a parent that awaits a child cancels the child (SPEC 3.6).
+cancel_propagates(_Config) ->
+    W = start(#{kind => await_hold, id => <<"kid-c">>}),
+    wait_sleeping(<<"kid-c">>),
+    ok = aion:cancel(W, <<"stop">>),
+    {error, {cancelled, <<"stop">>}} = aion:await(W, 10000),
+    {error, {cancelled, cancelled_by_parent}} = aion:await(<<"kid-c">>, 10000),
+    [_] = [E || #{type := workflow_cancel_requested} = E <- aion_ct:history(<<"kid-c">>)].
+
+%% The engine stops while a parent fans out to 30 children (child tasks running):
+%% after the restart on the same database every child exists once, every outcome
+%% is recorded once, and the parent completes.
+engine_stop_mid_fan_out(Config) ->
+    Db = aion_ct:db_path(Config, "stop_mid.db"),
+    {ok, _} = aion_engine:start(#{name => aion_default, db_path => Db}),
+    Wid = start(#{kind => many_children, n => 30}, #{id => <<"fan">>}),
+    aion_ct:wait_until(
+      fun() -> length([E || #{type := child_workflow_started} = E
+                                <- aion_ct:history(Wid)]) >= 5 end, 10000, 1),
+    ok = aion_engine:stop(aion_default),
+    %% the database is free once the stop returned
+    {ok, S} = aion_store:open(Db, #{}),
+    {ok, Before} = aion_store:list(S, #{}),
+    {ok, #{run_id := FanRun}} = aion_store:current_run(S, <<"fan">>),
+    {ok, H1} = aion_store:history(S, FanRun, 1),
+    ok = aion_store:close(S),
+    {ok, _} = aion_engine:start(#{name => aion_default, db_path => Db}),
+    {ok, 9455} = aion:await(Wid, 30000),     % sum of squares 1..30
+    H = aion_ct:history(Wid),
+    ?assert(length(H) >= length(H1)),
+    Started = [Id || #{type := child_workflow_started, child_id := Id} <- H],
+    Done = [Id || #{type := child_workflow_completed, child_id := Id} <- H],
+    ?assertEqual(30, length(Started)),
+    ?assertEqual(lists:sort(Started), lists:sort(Done)),
+    {ok, 31} = aion:count(#{}),
+    {ok, Kids} = aion:list(#{parent => FanRun}),
+    ?assertEqual(30, length(Kids)),
+    ct:pal("runs before the stop: ~p", [length(Before)]).
+
+%% A failed parent whose abandoned child still runs is reopened: the child's outcome
+%% is recorded in it after the reopen.
+reopened_parent_gets_outcome(_Config) ->
+    W = start(#{kind => reopen_parent}),
+    {error, {failed, _}} = aion:await(W, 10000),
+    {ok, #{status := running}} = aion:describe(<<"r-kid">>),
+    persistent_term:put({aion_child_test, flaky}, pass),
+    try
+        ok = aion:reopen(W),
+        {ok, <<"{error,{child_cancelled,cancelled_by_parent}}">>} = aion:await(W, 10000),
+        [_] = [E || #{type := child_workflow_failed} = E <- aion_ct:history(W)]
+    after
+        persistent_term:erase({aion_child_test, flaky})
+    end.
+
+wait_sleeping(Wid) ->
+    aion_ct:wait_until(fun() ->
+                               case aion:history(Wid) of
+                                   {ok, H} -> lists:member(timer_started, aion_ct:types(H));
+                                   _ -> false
+                               end
+                       end, 10000).
 
 %% The parent recorded child_workflow_started but the node died before the child
 %% was created: the rebuilt parent creates it (the recorded run id), exactly once.

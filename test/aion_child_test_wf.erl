@@ -2,7 +2,14 @@
 -module(aion_child_test_wf).
 -behaviour(aion_workflow).
 
--export([run/1]).
+-export([run/1, flaky/0]).
+
+%% An activity that fails for good until the test flips a switch.
+flaky() ->
+    case persistent_term:get({aion_child_test, flaky}, fail) of
+        fail -> {error, {non_retryable, nope}};
+        pass -> {ok, <<"fine">>}
+    end.
 
 -define(ACT(F), {aion_test_activities, F}).
 
@@ -14,6 +21,11 @@ run(#{<<"kind">> := <<"three_children">>}) ->
     Fs = [aion_workflow:start_child(?MODULE, #{kind => square, n => N}, #{})
           || N <- [1, 2, 3]],
     aion_workflow:wait_all(Fs);
+run(#{<<"kind">> := <<"many_children">>, <<"n">> := N}) ->
+    Fs = [aion_workflow:start_child(?MODULE, #{kind => square, n => I}, #{})
+          || I <- lists:seq(1, N)],
+    {ok, Squares} = aion_workflow:wait_all(Fs),
+    {ok, lists:sum(Squares)};
 run(#{<<"kind">> := <<"failing_child">>}) ->
     Ok = aion_workflow:start_child(?MODULE, #{kind => square, n => 4}, #{}),
     Bad = aion_workflow:start_child(?MODULE, #{kind => fail}, #{id => <<"bad-kid">>}),
@@ -64,6 +76,18 @@ run(#{<<"kind">> := <<"line_parent">>, <<"file">> := File}) ->
     {ok, R} = aion_workflow:execute_child(?MODULE, #{kind => line_child, file => File},
                                           #{id => <<"line-kid">>}),
     {ok, #{<<"child">> => R}};
+run(#{<<"kind">> := <<"timeout_child">>}) ->
+    {error, {child_timed_out, K}} =
+        aion_workflow:execute_child(?MODULE, #{kind => hold}, #{run_timeout => 200}),
+    {ok, K};
+run(#{<<"kind">> := <<"await_hold">>, <<"id">> := Id}) ->
+    {ok, text(aion_workflow:execute_child(?MODULE, #{kind => hold}, #{id => Id}))};
+run(#{<<"kind">> := <<"reopen_parent">>}) ->
+    C = aion_workflow:start_child(?MODULE, #{kind => hold},
+                                  #{id => <<"r-kid">>, parent_close_policy => abandon}),
+    {ok, <<"fine">>} = aion_workflow:execute_activity({?MODULE, flaky}, [], #{}),
+    ok = aion_workflow:cancel(C),
+    {ok, text(aion_workflow:await(C))};
 run(#{<<"kind">> := <<"one_child">>}) ->
     aion_workflow:execute_child(?MODULE, #{kind => square, n => 5}, #{id => <<"kid">>}).
 
