@@ -11,7 +11,7 @@
          three_signals_in_order/1, signal_refused_when_closed/1, signal_dedup/1,
          bad_input_records_nothing/1, signal_with_start/1, send_signal_between/1,
          query_sleeping_and_activity/1, query_after_replay/1, queries_append_nothing/1,
-         query_races_completion/1, query_suspended_run/1,
+         query_races_completion/1, query_suspended_run/1, query_timeout/1,
          saga_cancel_during_signal_wait/1, saga_cancel_during_activity/1,
          cancel_errors/1, deadline_first/1, signal_first/1, deadline_races_replay/1,
          nested_deadlines/1, patch_old_history_replays/1, search_attributes/1]).
@@ -24,7 +24,7 @@ all() ->
      three_signals_in_order, signal_refused_when_closed, signal_dedup,
      bad_input_records_nothing, signal_with_start, send_signal_between,
      query_sleeping_and_activity, query_after_replay, queries_append_nothing,
-     query_races_completion, query_suspended_run,
+     query_races_completion, query_suspended_run, query_timeout,
      saga_cancel_during_signal_wait, saga_cancel_during_activity, cancel_errors,
      deadline_first, signal_first, deadline_races_replay, nested_deadlines,
      patch_old_history_replays, search_attributes].
@@ -335,6 +335,20 @@ query_suspended_run(_Config) ->
     {ok, <<"sleeping">>} = aion:query(Wid, <<"stage">>),
     {ok, #{residency := resident}} = aion:describe(Wid),
     [workflow_started, timer_started] = types(Wid).
+
+%% A workflow busy in plain code (no yield point) does not answer in time; the
+%% late answer is dropped, later queries work.
+query_timeout(_Config) ->
+    Wid = start(#{kind => busy, ms => 1000}),
+    {ok, <<"busy">>} = aion:query(Wid, <<"stage">>),
+    ok = aion:signal(Wid, <<"go">>, null),
+    receive {busy, _} -> ok after 5000 -> error(not_busy) end,
+    {error, query_timeout} = aion:query(Wid, <<"stage">>, [], 100),
+    {error, {invalid_option, timeout}} = aion:query(Wid, <<"stage">>, [], -1),
+    {ok, <<"busy">>} = aion:query(Wid, <<"stage">>, [], 5000),
+    receive {R, _} = Stray when is_reference(R) -> error({stray, Stray}) after 0 -> ok end,
+    ok = aion:signal(Wid, <<"end">>, null),
+    {ok, <<"done">>} = aion:await(Wid, 5000).
 
 %%% ===========================================================================
 %%% Cancellation

@@ -43,6 +43,13 @@ run(#{<<"kind">> := <<"replayed">>, <<"gate">> := Gate}) ->
     ok = ?W:set_query_handler(<<"stage">>, fun(_) -> [<<"after">>, X] end),
     {ok, Y} = ?W:execute_activity(?ACT(gate), [Gate], #{}),
     {ok, [X, Y]};
+run(#{<<"kind">> := <<"busy">>, <<"ms">> := Ms}) ->
+    ok = ?W:set_query_handler(<<"stage">>, fun(_) -> <<"busy">> end),
+    {ok, _} = ?W:receive_signal(<<"go">>),
+    tell({busy, self()}),
+    timer:sleep(Ms),                 % plain code: no yield point, queries wait
+    {ok, _} = ?W:receive_signal(<<"end">>),
+    {ok, <<"done">>};
 run(#{<<"kind">> := <<"quick">>}) ->
     ok = ?W:set_query_handler(<<"stage">>, fun(_) -> <<"quick">> end),
     {ok, _} = ?W:execute_activity(?ACT(echo), [1], #{}),
