@@ -179,7 +179,12 @@ bad_input_records_nothing(_Config) ->
     ?assertEqual(Before, raw(Wid)),
     {ok, 1} = aion:count(#{}),
     ok = aion:signal(Wid, <<"approve">>, 1),
-    {ok, 1} = aion:await(Wid, 5000).
+    {ok, 1} = aion:await(Wid, 5000),
+    %% workflow side: misuse raises before anything is recorded
+    W2 = start(#{kind => bad_calls}),
+    {ok, [<<"invalid_payload">>, <<"badarg">>, <<"invalid_payload">>, <<"badarg">>,
+          <<"badarg">>, <<"badarg">>, <<"badarg">>, <<"badarg">>]} = aion:await(W2, 5000),
+    [workflow_started, workflow_completed] = types(W2).
 
 %% Starts when no run is open (start + signal in one transaction), signals the
 %% open run otherwise.

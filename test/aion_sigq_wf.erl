@@ -50,6 +50,16 @@ run(#{<<"kind">> := <<"busy">>, <<"ms">> := Ms}) ->
     timer:sleep(Ms),                 % plain code: no yield point, queries wait
     {ok, _} = ?W:receive_signal(<<"end">>),
     {ok, <<"done">>};
+run(#{<<"kind">> := <<"bad_calls">>}) ->
+    Errors = [raised(F) || F <- [fun() -> ?W:upsert_search_attributes(#{a => self()}) end,
+                                 fun() -> ?W:upsert_search_attributes([1]) end,
+                                 fun() -> ?W:send_signal(<<"x">>, <<"n">>, {1}) end,
+                                 fun() -> ?W:send_signal(x, <<"n">>, 1) end,
+                                 fun() -> ?W:receive_signal(42) end,
+                                 fun() -> ?W:receive_signal(<<"n">>, -1) end,
+                                 fun() -> ?W:with_timeout(-1, fun() -> ok end) end,
+                                 fun() -> ?W:patched(7) end]],
+    {ok, Errors};
 run(#{<<"kind">> := <<"quick">>}) ->
     ok = ?W:set_query_handler(<<"stage">>, fun(_) -> <<"quick">> end),
     {ok, _} = ?W:execute_activity(?ACT(echo), [1], #{}),
@@ -136,6 +146,14 @@ drain(0, Sum) ->
 drain(N, Sum) ->
     {ok, P} = ?W:receive_signal(<<"item">>),
     drain(N - 1, Sum + P).
+
+raised(F) ->
+    try F() of
+        V -> [<<"returned">>, out(V)]
+    catch
+        error:{invalid_payload, _, _} -> <<"invalid_payload">>;
+        error:badarg -> <<"badarg">>
+    end.
 
 tell(Msg) ->
     case whereis(aion_test_sink) of
