@@ -454,7 +454,14 @@ deadline_races_replay(Config) ->
 
 nested_deadlines(_Config) ->
     Wid = start(#{kind => nested_deadline}),
-    {ok, [[<<"error">>, <<"timeout">>], [<<"ok">>, <<"fine">>]]} = aion:await(Wid, 5000).
+    {ok, [[<<"error">>, <<"timeout">>], [<<"ok">>, <<"fine">>], [<<"error">>, <<"timeout">>]]} =
+        aion:await(Wid, 5000),
+    H = aion_ct:history(Wid),
+    %% timers: t1 outer deadline (fired), t2 inner deadline, t3 sleep, t4 quick
+    %% deadline (cancelled), t5 its sleep (fired), t6 the receive's deadline (fired),
+    %% t7 the receive's own timeout (cancelled when the deadline won)
+    [<<"t1">>, <<"t5">>, <<"t6">>] = [I || #{type := timer_fired, timer_id := I} <- H],
+    [<<"t4">>, <<"t7">>] = [I || #{type := timer_cancelled, timer_id := I} <- H].
 
 %%% ===========================================================================
 %%% Versioning

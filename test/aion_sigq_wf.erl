@@ -106,7 +106,9 @@ run(#{<<"kind">> := <<"nested_deadline">>}) ->
                                 end),
     %% a scope that ends in time cancels its deadline timer
     Quick = ?W:with_timeout(3600000, fun() -> ?W:sleep(10), fine end),
-    {ok, [out(Outer), out(Quick)]};
+    %% a receive with its own (longer) timeout inside a deadline
+    Recv = ?W:with_timeout(30, fun() -> ?W:receive_signal(<<"never">>, 3600000) end),
+    {ok, [out(Outer), out(Quick), out(Recv)]};
 run(#{<<"kind">> := <<"patch">>, <<"gate">> := Gate}) ->
     V = case persistent_term:get({aion_test, patch}, old) of
             old ->
