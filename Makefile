@@ -3,7 +3,7 @@
 
 REBAR ?= rebar3
 
-.PHONY: all setup build cli demo demo-ci test test-elixir eunit ct check xref dialyzer test-asan bench bench-store bench-timers clean
+.PHONY: all setup build cli demo demo-ci test test-elixir eunit ct check xref dialyzer test-asan lint-c bench bench-store bench-timers clean
 
 all: build
 
@@ -53,7 +53,13 @@ xref: build
 dialyzer: build
 	$(REBAR) dialyzer
 
-check: xref dialyzer test
+check: xref dialyzer test lint-c
+
+## Static checks of the C core (needs Debian's cppcheck and clang-tidy).
+TIDY_CHECKS := -*,bugprone-*,clang-analyzer-*,performance-*,portability-*,-bugprone-easily-swappable-parameters,-bugprone-reserved-identifier,-clang-analyzer-security.insecureAPI.DeprecatedOrUnsafeBufferHandling
+lint-c:
+	cppcheck --enable=warning,performance,portability --error-exitcode=1 -q -I/usr/lib/erlang/usr/include c_src/*.c
+	clang-tidy -quiet --warnings-as-errors='*' --checks='$(TIDY_CHECKS)' c_src/*.c -- -std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE -I$$(erl -noshell -eval 'io:format("~ts/erts-~ts/include/", [code:root_dir(), erlang:system_info(version)])' -s init stop)
 
 ## NIF tests under AddressSanitizer + UBSan.
 test-asan: build

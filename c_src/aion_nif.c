@@ -21,7 +21,7 @@ static ERL_NIF_TERM nif_build_info(ErlNifEnv *env, int argc, const ERL_NIF_TERM 
     unsigned char *buf = enif_make_new_binary(env, n, &bin);
     if (buf == NULL)
         return enif_make_badarg(env);
-    memcpy(buf, v, n);
+    memcpy(buf, v, n); /* NOLINT(bugprone-not-null-terminated-result): a binary, not a C string */
     ERL_NIF_TERM keys[2] = {enif_make_atom(env, "sqlite_version"),
                             enif_make_atom(env, "nif_version")};
     ERL_NIF_TERM vals[2] = {bin, enif_make_tuple2(env, enif_make_int(env, ERL_NIF_MAJOR_VERSION),

@@ -951,7 +951,7 @@ static int put_string(encoder *e, const unsigned char *s, size_t n)
 /* The UTF-8 text of an atom into buf (at least 4 * 255 bytes); its length, or
  * (size_t)-1. Latin-1 atoms directly; others (Unicode atoms, which OTP 25's
  * enif_get_atom cannot return) from their external format. */
-#define ATOM_TEXT_MAX (4 * 255)
+#define ATOM_TEXT_MAX ((size_t)4 * 255)
 static size_t atom_text(ErlNifEnv *env, ERL_NIF_TERM atom, unsigned char *buf)
 {
     char l1[256];

@@ -368,7 +368,8 @@ describe(WorkflowId) ->
 %% `suspended'; `pending_activities' lists `#{activity_id, name, attempt,
 %% task_queue}' of outstanding activities; `pending_timers' lists `#{timer_id,
 %% fire_at}'; `stuck_reason' is `null' or `#{kind => nondeterminism, expected,
-%% got, seq}' where expected/got are `#{command => Kind, ...}'. Errors:
+%% got, seq}' where expected/got are `#{command => Kind, ...}'; `parent' is the
+%% run id of the parent run for a child workflow, else `null'. Errors:
 %% `{error, not_found}'.
 -spec describe(binary(), map()) -> {ok, map()} | {error, not_found}.
 describe(WorkflowId, Opts) ->

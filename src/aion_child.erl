@@ -686,6 +686,8 @@ task(F, Args) ->
     catch
         error:{closed, _} -> ok;
         error:closed -> ok;
+        exit:{noproc, _} -> ok;          % the engine is stopping (run_sup gone)
+        exit:{shutdown, _} -> ok;
         Class:Reason:Stack ->
             logger:error("aion: child task ~p failed: ~p:~p ~p", [F, Class, Reason, Stack])
     end.

@@ -14,7 +14,7 @@
          bad_inputs_record_nothing/1, continue_as_new_50/1, child_continues_as_new/1,
          nesting/1, repair_missing_child/1, kill_9_parent_awaits_child/1,
          child_outcome_kinds/1, cancel_propagates/1, engine_stop_mid_fan_out/1,
-         reopened_parent_gets_outcome/1]).
+         reopened_parent_gets_outcome/1, execution_timeout_spans_chain/1]).
 -export([child_main/2]).
 
 -define(W, aion_child_test_wf).
@@ -26,7 +26,8 @@ all() ->
     [three_children_wait_all, failing_child, close_policies, bad_inputs_record_nothing,
      continue_as_new_50, child_continues_as_new, nesting, repair_missing_child,
      kill_9_parent_awaits_child, child_outcome_kinds, cancel_propagates,
-     engine_stop_mid_fan_out, reopened_parent_gets_outcome].
+     engine_stop_mid_fan_out, reopened_parent_gets_outcome,
+     execution_timeout_spans_chain].
 
 init_per_suite(Config) ->
     ok = aion_ct:start_app(),
@@ -41,7 +42,7 @@ init_per_testcase(TC, Config) when TC =:= repair_missing_child;
                                    TC =:= kill_9_parent_awaits_child ->
     Config;
 init_per_testcase(TC, Config) ->
-    Path = aion_ct:db_path(Config, atom_to_list(TC) ++ ".db"),
+    Path = aion_ct:db_path(Config, "child_" ++ atom_to_list(TC) ++ ".db"),
     _ = aion_ct:start_engine(aion_default, Path),
     Config.
 
@@ -239,6 +240,16 @@ reopened_parent_gets_outcome(_Config) ->
     after
         persistent_term:erase({aion_child_test, flaky})
     end.
+
+%% execution_timeout covers the whole chain of runs (SPEC 2.1): the deadline keeps
+%% its absolute time across continue-as-new.
+execution_timeout_spans_chain(_Config) ->
+    Wid = start(#{kind => loop, n => 0, max => 100000000}, #{execution_timeout => 300}),
+    {error, timed_out} = aion:await(Wid, 20000),
+    {ok, N} = aion:count(#{workflow_id => Wid}),
+    ?assert(N > 1),
+    {ok, 1} = aion:count(#{workflow_id => Wid, status => timed_out}),
+    {ok, #{status := timed_out}} = aion:describe(Wid).
 
 wait_sleeping(Wid) ->
     aion_ct:wait_until(fun() ->
