@@ -6,6 +6,13 @@
 %% release) inside `aion_workflow:non_cancellable/1', so compensation runs to the end
 %% even when the workflow was cancelled.
 %%
+%% Cancellation (`aion:cancel/2'): a step in flight is not interrupted (each step runs
+%% inside `non_cancellable/1', so its outcome is known and exactly the steps done are
+%% compensated); the saga checks `is_cancel_requested/0' before each step and the
+%% approval wait returns `{error, {cancelled, _}}'. Either way it compensates and the
+%% run ends `cancelled'. A cancel that arrives while the order is being shipped is
+%% too late to undo it (the run still ends `cancelled', with the order shipped).
+%%
 %% Every step is an activity that calls the shop service (`shop_server') over HTTP
 %% with `shop_client'; its idempotency key is the workflow id plus the activity id, so
 %% a retried attempt, or an attempt re-dispatched after a crash, can never charge,
@@ -108,10 +115,19 @@ undo(release, Res, Shop) ->
     aion_workflow:execute_activity({?MODULE, release}, [#{<<"reservation">> => Res, <<"shop">> => Shop}],
                                    ?COMPENSATE_OPTS).
 
+%% A step runs to its end even if the workflow is cancelled meanwhile (its outcome
+%% must be known to compensate exactly what was done); a cancel seen before the step
+%% skips it.
 step(Step, Order) ->
-    Args = [maps:with([<<"order_id">>, <<"shop">>, <<"sku">>, <<"qty">>, <<"amount">>,
-                       <<"reservation">>], Order)],
-    aion_workflow:execute_activity({?MODULE, Step}, Args, ?STEP_OPTS).
+    case aion_workflow:is_cancel_requested() of
+        true ->
+            {error, <<"cancelled">>};
+        false ->
+            Args = [maps:with([<<"order_id">>, <<"shop">>, <<"sku">>, <<"qty">>, <<"amount">>,
+                               <<"reservation">>], Order)],
+            aion_workflow:non_cancellable(
+              fun() -> aion_workflow:execute_activity({?MODULE, Step}, Args, ?STEP_OPTS) end)
+    end.
 
 stage(Stage) ->
     ok = aion_workflow:set_query_handler(<<"status">>, fun(_) -> Stage end).

@@ -651,7 +651,8 @@ signal(WorkflowId, Name, Payload, Opts) when is_map(Opts) ->
 %% open run, starts a new run of `Type' with `Input' whose `workflow_started' and
 %% `signal_received' commit in one transaction (atomic: the signal is never lost
 %% and never lands in another run). Without `id' a new workflow is always started.
-%% `Opts' are those of {@link start/3} plus `signal_id'. Returns
+%% `Opts' are those of {@link start/3} plus `signal_id' (`id_conflict_policy' is
+%% moot: an open run is always signalled). Returns
 %% `{ok, #{workflow_id, run_id}}' (the run signalled). Errors: those of
 %% {@link start/3} and {@link signal/4}; nothing is recorded on an error.
 -spec signal_with_start(module(), term(), binary() | atom(), term(), map()) ->

@@ -177,7 +177,9 @@ sws(#{store := Store} = Ctx, Row, Sid, Opts, Start, Tries) ->
                 {error, _} = Err -> Err
             end;
         none ->
-            case Start(Opts, [Row]) of
+            %% `use_existing' would answer with the open run without our event:
+            %% an open run is signalled on the next turn instead.
+            case Start(Opts#{id_conflict_policy => fail}, [Row]) of
                 {ok, _} = Ok ->
                     Ok;
                 {error, {already_started, _}} = E ->

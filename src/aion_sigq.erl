@@ -96,7 +96,13 @@ receive_signal(Name, Timeout) ->
         true ->
             T = aion_workflow:start_timer(Timeout),
             TKey = aion_workflow:future_key(T),
-            case aion_run:block([{signal, Name, K}, TKey], aion_run:st()) of
+            Blocked = try aion_run:block([{signal, Name, K}, TKey], aion_run:st())
+                      catch throw:?DEADLINE(_) = D ->
+                              %% an enclosing with_timeout expired: drop our timer
+                              ok = aion_workflow:cancel(T),
+                              throw(D)
+                      end,
+            case Blocked of
                 {1, Ev, S1} ->
                     Res = consume(Name, K, Ev, S1),
                     ok = aion_workflow:cancel(T),

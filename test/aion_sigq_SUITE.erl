@@ -179,7 +179,12 @@ bad_input_records_nothing(_Config) ->
     ?assertEqual(Before, raw(Wid)),
     {ok, 1} = aion:count(#{}),
     ok = aion:signal(Wid, <<"approve">>, 1),
-    {ok, 1} = aion:await(Wid, 5000).
+    {ok, 1} = aion:await(Wid, 5000),
+    %% workflow side: misuse raises before anything is recorded
+    W2 = start(#{kind => bad_calls}),
+    {ok, [<<"invalid_payload">>, <<"badarg">>, <<"invalid_payload">>, <<"badarg">>,
+          <<"badarg">>, <<"badarg">>, <<"badarg">>, <<"badarg">>]} = aion:await(W2, 5000),
+    [workflow_started, workflow_completed] = types(W2).
 
 %% Starts when no run is open (start + signal in one transaction), signals the
 %% open run otherwise.
@@ -449,7 +454,14 @@ deadline_races_replay(Config) ->
 
 nested_deadlines(_Config) ->
     Wid = start(#{kind => nested_deadline}),
-    {ok, [[<<"error">>, <<"timeout">>], [<<"ok">>, <<"fine">>]]} = aion:await(Wid, 5000).
+    {ok, [[<<"error">>, <<"timeout">>], [<<"ok">>, <<"fine">>], [<<"error">>, <<"timeout">>]]} =
+        aion:await(Wid, 5000),
+    H = aion_ct:history(Wid),
+    %% timers: t1 outer deadline (fired), t2 inner deadline, t3 sleep, t4 quick
+    %% deadline (cancelled), t5 its sleep (fired), t6 the receive's deadline (fired),
+    %% t7 the receive's own timeout (cancelled when the deadline won)
+    [<<"t1">>, <<"t5">>, <<"t6">>] = [I || #{type := timer_fired, timer_id := I} <- H],
+    [<<"t4">>, <<"t7">>] = [I || #{type := timer_cancelled, timer_id := I} <- H].
 
 %%% ===========================================================================
 %%% Versioning

@@ -58,3 +58,30 @@ next_command_test() ->
     ?assertEqual(#{command => timer}, aion_replay:next_command(R1)),
     {recorded, _, R2} = aion_replay:command(#{command => timer}, R1),
     ?assertEqual(none, aion_replay:next_command(R2)).
+
+%% Whatever order the events of a history become known in (deliveries, gap fills),
+%% once the prefix is complete the k-th signal of each name and a race between a
+%% signal and a timer resolve the same way.
+delivery_order_does_not_matter_test() ->
+    rand:seed(exsss, {1, 2, 3}),
+    lists:foreach(fun(_) -> one_history() end, lists:seq(1, 200)).
+
+one_history() ->
+    N = 2 + rand:uniform(20),
+    Evs = [case rand:uniform(3) of
+               1 -> sig(S, <<"a">>, S);
+               2 -> sig(S, <<"b">>, S);
+               3 -> fired(S, <<"t1">>)
+           end || S <- lists:seq(3, N)],
+    Full = [started(), tstart(2, <<"t1">>) | Evs],
+    Ref = hist(Full),
+    Shuffled = [E || {_, E} <- lists:sort([{rand:uniform(), E} || E <- Full])],
+    Other = hist(Shuffled),
+    Keys = [{signal, <<"a">>, 2}, {timer, <<"t1">>}],
+    ?assertEqual(strip(aion_replay:resolve(Keys, true, Ref)),
+                 strip(aion_replay:resolve(Keys, true, Other))),
+    [?assertEqual(aion_replay:signal(Name, K, Ref), aion_replay:signal(Name, K, Other))
+     || Name <- [<<"a">>, <<"b">>], K <- lists:seq(1, 5)].
+
+strip({ok, Which, Ev, R}) -> {Which, Ev, aion_replay:watermark(R)};
+strip(pending) -> pending.

@@ -50,6 +50,16 @@ run(#{<<"kind">> := <<"busy">>, <<"ms">> := Ms}) ->
     timer:sleep(Ms),                 % plain code: no yield point, queries wait
     {ok, _} = ?W:receive_signal(<<"end">>),
     {ok, <<"done">>};
+run(#{<<"kind">> := <<"bad_calls">>}) ->
+    Errors = [raised(F) || F <- [fun() -> ?W:upsert_search_attributes(#{a => self()}) end,
+                                 fun() -> ?W:upsert_search_attributes([1]) end,
+                                 fun() -> ?W:send_signal(<<"x">>, <<"n">>, {1}) end,
+                                 fun() -> ?W:send_signal(x, <<"n">>, 1) end,
+                                 fun() -> ?W:receive_signal(42) end,
+                                 fun() -> ?W:receive_signal(<<"n">>, -1) end,
+                                 fun() -> ?W:with_timeout(-1, fun() -> ok end) end,
+                                 fun() -> ?W:patched(7) end]],
+    {ok, Errors};
 run(#{<<"kind">> := <<"quick">>}) ->
     ok = ?W:set_query_handler(<<"stage">>, fun(_) -> <<"quick">> end),
     {ok, _} = ?W:execute_activity(?ACT(echo), [1], #{}),
@@ -96,7 +106,9 @@ run(#{<<"kind">> := <<"nested_deadline">>}) ->
                                 end),
     %% a scope that ends in time cancels its deadline timer
     Quick = ?W:with_timeout(3600000, fun() -> ?W:sleep(10), fine end),
-    {ok, [out(Outer), out(Quick)]};
+    %% a receive with its own (longer) timeout inside a deadline
+    Recv = ?W:with_timeout(30, fun() -> ?W:receive_signal(<<"never">>, 3600000) end),
+    {ok, [out(Outer), out(Quick), out(Recv)]};
 run(#{<<"kind">> := <<"patch">>, <<"gate">> := Gate}) ->
     V = case persistent_term:get({aion_test, patch}, old) of
             old ->
@@ -136,6 +148,14 @@ drain(0, Sum) ->
 drain(N, Sum) ->
     {ok, P} = ?W:receive_signal(<<"item">>),
     drain(N - 1, Sum + P).
+
+raised(F) ->
+    try F() of
+        V -> [<<"returned">>, out(V)]
+    catch
+        error:{invalid_payload, _, _} -> <<"invalid_payload">>;
+        error:badarg -> <<"badarg">>
+    end.
 
 tell(Msg) ->
     case whereis(aion_test_sink) of
