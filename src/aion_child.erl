@@ -143,9 +143,17 @@ start(Type, Input, Opts) ->
                               #{id := W} -> W;
                               _ -> aion_util:uuid_v4()
                           end,
+                    %% A child runs its activities on the parent's task queue unless
+                    %% told otherwise (as in Temporal).
+                    Recorded1 = case {Recorded, S#wf.options} of
+                                    {#{<<"task_queue">> := _}, _} -> Recorded;
+                                    {_, #{<<"task_queue">> := Q}} ->
+                                        Recorded#{<<"task_queue">> => Q};
+                                    _ -> Recorded
+                                end,
                     Fields = #{child_id => Id, workflow_id => Wid,
                                run_id => aion_util:uuid_v4(), workflow_type => TypeBin,
-                               input => Input, options => Recorded},
+                               input => Input, options => Recorded1},
                     Row = aion_event:encode_row(child_workflow_started, aion_run:now_ms(),
                                                 Fields),
                     Op = #{events => [Row], timers_put => [{guard(Id), ?FAR}]},

@@ -444,7 +444,8 @@ set_query_handler(_, _) ->
 %% `{error, {child_failed, {already_started, RunId}}}'.
 %%
 %% Options (as `aion:start/3'): `id' (default a UUIDv4), `id_reuse_policy',
-%% `execution_timeout', `run_timeout' (ms), `search_attributes', `task_queue', and
+%% `execution_timeout', `run_timeout' (ms), `search_attributes', `task_queue' (default:
+%% this workflow's task queue), and
 %% `parent_close_policy': what happens to the child when this run closes (any
 %% terminal status, continue-as-new included): `terminate' (default; the child is
 %% terminated with reason `#{parent_closed => ParentWorkflowId}'), `request_cancel'

@@ -170,10 +170,16 @@ child_continues_as_new(_Config) ->
     [ParentRun] = lists:usort([P || #{parent := P} <- KidRuns]).
 
 nesting(_Config) ->
-    Wid = start(#{kind => nest, depth => 4}),
+    Wid = start(#{kind => nest, depth => 4}, #{task_queue => <<"q-nest">>}),
     {ok, 4} = aion:await(Wid, 20000),
     {ok, 5} = aion:count(#{}),
-    {ok, 5} = aion:count(#{status => completed}).
+    {ok, Runs} = aion:list(#{status => completed}),
+    5 = length(Runs),
+    %% every descendant inherited the task queue
+    lists:foreach(fun(#{workflow_id := W}) ->
+                          [#{options := #{<<"task_queue">> := <<"q-nest">>}} | _] =
+                              aion_ct:history(W)
+                  end, Runs).
 
 child_outcome_kinds(_Config) ->
     %% timed out (the child's run_timeout)

@@ -46,3 +46,27 @@ validate_start_test() ->
     ?assertEqual(#{<<"run_timeout">> => 5, <<"parent_close_policy">> => <<"abandon">>}, O),
     {ok, _, O2} = aion_child:validate_start(T, 1, #{}),
     ?assertEqual(#{<<"parent_close_policy">> => <<"terminate">>}, O2).
+
+replay_children_test() ->
+    Ev = fun(Seq, Type, F) -> F#{seq => Seq, type => Type, recorded_at => Seq} end,
+    R0 = aion_replay:add_all(
+           [Ev(1, workflow_started, #{}),
+            Ev(2, child_workflow_started, #{child_id => <<"c1">>, workflow_type => <<"t">>}),
+            Ev(3, child_workflow_started, #{child_id => <<"c2">>, workflow_type => <<"t">>})],
+           aion_replay:new()),
+    ?assertEqual([<<"c1">>, <<"c2">>],
+                 lists:sort([Id || #{child_id := Id} <- aion_replay:open_children(R0)])),
+    ?assertMatch({ok, #{seq := 3}}, aion_replay:child_started(<<"c2">>, R0)),
+    ?assertEqual(none, aion_replay:child_started(<<"c9">>, R0)),
+    %% an outcome beyond a gap settles nothing yet; once the gap fills it does
+    R1 = aion_replay:add(Ev(5, child_workflow_completed, #{child_id => <<"c2">>, result => 1}),
+                         R0),
+    ?assertEqual(2, length(aion_replay:open_children(R1))),
+    R2 = aion_replay:add(Ev(4, child_workflow_failed, #{child_id => <<"c1">>,
+                                                       kind => <<"failed">>, error => x}), R1),
+    ?assertEqual([], aion_replay:open_children(R2)),
+    %% the lowest-seq settling event wins a wait on both children
+    ?assertMatch({ok, 1, #{seq := 4}, _},
+                 aion_replay:resolve([{child, <<"c1">>}, {child, <<"c2">>}], true, R2)),
+    ?assertMatch({ok, 1, #{seq := 5}, _},
+                 aion_replay:resolve([{child, <<"c2">>}], true, R2)).
