@@ -639,7 +639,8 @@ signal(WorkflowId, Name, Payload) ->
 %% (then the workflow process is woken). Signals are FIFO per name and buffered in
 %% history until a `receive_signal' consumes them. Options: `signal_id' (binary):
 %% a repeat of an id the run already received is a no-op returning `ok'
-%% (deduplication within the current run); `engine'. Errors (nothing is
+%% (deduplication within the current run; the check reads the run's history:
+%% O(history length) per signal); `engine'. Errors (nothing is
 %% appended): `not_found' (no such workflow), `not_running' (its current run is
 %% closed), `{invalid_payload, Path, Why}', `{invalid_name, Name}',
 %% `{invalid_option, signal_id}', or a store error.

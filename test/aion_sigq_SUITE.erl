@@ -14,7 +14,8 @@
          query_races_completion/1, query_suspended_run/1, query_timeout/1,
          saga_cancel_during_signal_wait/1, saga_cancel_during_activity/1,
          cancel_errors/1, deadline_first/1, signal_first/1, deadline_races_replay/1,
-         nested_deadlines/1, patch_old_history_replays/1, search_attributes/1]).
+         nested_deadlines/1, patch_old_history_replays/1, search_attributes/1,
+         signals_survive_kill9/1]).
 
 -define(W, aion_sigq_wf).
 -define(DAY, 86400000).
@@ -27,7 +28,7 @@ all() ->
      query_races_completion, query_suspended_run, query_timeout,
      saga_cancel_during_signal_wait, saga_cancel_during_activity, cancel_errors,
      deadline_first, signal_first, deadline_races_replay, nested_deadlines,
-     patch_old_history_replays, search_attributes].
+     patch_old_history_replays, search_attributes, signals_survive_kill9].
 
 init_per_suite(Config) ->
     ok = aion_ct:start_app(),
@@ -528,3 +529,41 @@ search_attributes(_Config) ->
     {error, {invalid_search, {score, '~', 1}}} = aion:list(#{search => [{score, '~', 1}]}),
     _ = [ok = aion:signal(W, <<"end">>, null) || W <- [A, B, C]],
     [{ok, <<"done">>} = aion:await(W, 5000) || W <- [A, B, C]].
+
+%%% ===========================================================================
+%%% kill -9
+%%% ===========================================================================
+
+%% Signals acknowledged by aion:signal/3 survive a kill -9 of the engine's OS
+%% process: after the restart the workflow consumes each of them exactly once, and
+%% a signal_id repeated after the restart is still deduplicated.
+signals_survive_kill9(Config) ->
+    Db = aion_ct:db_path(Config, "sigq_kill9_peer.db"),
+    {Peer1, OsPid1} = engine_peer(Db),
+    {ok, _} = peer:call(Peer1, aion, start, [?W, #{kind => fifo, n => 3}, #{id => <<"k9">>}]),
+    ok = peer:call(Peer1, aion, signal, [<<"k9">>, <<"n">>, 1, #{signal_id => <<"one">>}]),
+    ok = peer:call(Peer1, aion, signal, [<<"k9">>, <<"other">>, <<"o">>]),
+    ok = peer:call(Peer1, aion, signal, [<<"k9">>, <<"n">>, 2]),
+    ok = kill9(Peer1, OsPid1),
+    {Peer2, _} = engine_peer(Db),
+    ok = peer:call(Peer2, aion, signal, [<<"k9">>, <<"n">>, 1, #{signal_id => <<"one">>}]),
+    ok = peer:call(Peer2, aion, signal, [<<"k9">>, <<"n">>, 3]),
+    ok = peer:call(Peer2, aion, signal, [<<"k9">>, <<"go">>, null]),
+    {ok, [[1, 2, 3], <<"o">>]} = peer:call(Peer2, aion, await, [<<"k9">>, 10000], 20000),
+    {ok, H} = peer:call(Peer2, aion, history, [<<"k9">>]),
+    ok = peer:stop(Peer2),
+    [1, 2, 3] = [P || #{type := signal_received, name := <<"n">>, payload := P} <- H].
+
+engine_peer(Db) ->
+    {ok, Peer, _} = peer:start(#{connection => standard_io,
+                                 args => ["-pa" | code:get_path()]}),
+    ok = peer:call(Peer, aion_demo, engine_main, [Db], 30000),
+    OsPid = peer:call(Peer, os, getpid, []),
+    {Peer, OsPid}.
+
+kill9(Peer, OsPid) ->
+    Ref = erlang:monitor(process, Peer),
+    _ = os:cmd("kill -9 " ++ OsPid),
+    receive {'DOWN', Ref, process, Peer, _} -> ok
+    after 30000 -> error(peer_survived_kill)
+    end.
