@@ -103,7 +103,7 @@ store_list(_Db, _Filter) -> ?NOT_LOADED.
 -spec store_count(reference(), map()) -> {ok, non_neg_integer()} | {error, term()}.
 store_count(_Db, _Filter) -> ?NOT_LOADED.
 
-%% @doc Timers with fire_at =< `UpTo' (milliseconds), ascending fire_at.
+%% @doc Timers due at or before `UpTo' (milliseconds), ascending fire_at.
 -spec store_due_timers(reference(), integer(), non_neg_integer() | infinity) ->
           {ok, [{binary(), binary(), integer()}]} | {error, term()}.
 store_due_timers(_Db, _UpTo, _Limit) -> ?NOT_LOADED.

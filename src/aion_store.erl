@@ -153,7 +153,7 @@ list({M, Ref}, Filter) -> M:list(Ref, Filter).
 -spec count(store(), filter()) -> {ok, non_neg_integer()} | {error, term()}.
 count({M, Ref}, Filter) -> M:count(Ref, Filter).
 
-%% @doc At most `Limit' timers with fire_at =< `UpTo' (milliseconds), ascending
+%% @doc At most `Limit' timers due at or before `UpTo' (milliseconds), ascending
 %% fire_at.
 -spec due_timers(store(), integer(), non_neg_integer() | infinity) ->
           {ok, [timer()]} | {error, term()}.
