@@ -3,7 +3,7 @@
 
 REBAR ?= rebar3
 
-.PHONY: all setup build cli demo demo-ci test test-elixir eunit ct check xref dialyzer test-asan lint-c bench bench-store bench-timers clean
+.PHONY: all setup build cli demo demo-ci test test-elixir eunit ct check xref dialyzer test-asan lint-c bench bench-store bench-timers bench-parked clean
 
 all: build
 
@@ -74,6 +74,12 @@ bench-store: build
 
 bench-timers: build
 	./bench/timers_bench.escript
+
+## Issue 7: a million parked workflows (PARKED_N=20000 for a smoke run).
+bench-parked: build
+	mkdir -p _build/bench/ebin
+	erlc +debug_info -pa _build/default/lib/aion/ebin -o _build/bench/ebin bench/aion_bench_parked.erl
+	erl -noshell -noinput -pa _build/default/lib/aion/ebin -pa _build/bench/ebin -run aion_bench_parked main
 
 clean:
 	$(REBAR) clean

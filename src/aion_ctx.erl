@@ -17,9 +17,10 @@
                  waiters := ets:tid(),
                  opts := map(),
                  owner => pid(),    % the store owner (its exit = the engine stopped)
-                 wids => ets:tid()}. % workflow_id -> run_id of resident runs (a hint)
--type role() :: sup | store_owner | confirmer | timers | runner | activity_sup
-              | child_tasks | run_sup | recovery.
+                 wids => ets:tid(),  % workflow_id -> run_id of resident runs (a hint)
+                 idle => ets:tid()}. % blocked processes by time blocked (max_resident)
+-type role() :: sup | store_owner | confirmer | residency | timers | runner
+              | activity_sup | child_tasks | run_sup | recovery.
 
 %% @doc The context of a running engine; raises `error({engine_not_running, Name})'.
 -spec get(atom()) -> ctx().

@@ -6,7 +6,8 @@
 %% append has committed. Each event is retained in the engine's mailbox NIF under
 %% `(Pid, Seq)' and the bare marker `aion_event' is sent; the confirmer then re-sends
 %% the marker until the process's wake epoch moves (it looked) or it exits. A run
-%% without a resident process gets nothing: it replays from the store when rebuilt.
+%% without a resident process (suspended) is handed to the residency server, which
+%% starts one: it replays from the store, the new event included.
 -module(aion_deliver).
 
 -export([events/3, marker/0]).
@@ -17,8 +18,8 @@
 -spec marker() -> atom().
 marker() -> ?MARKER.
 
-%% @doc Delivers committed events of `RunId' to its resident process, if any.
-%% Returns `ok' whether or not a process was there.
+%% @doc Delivers committed events of `RunId' to its resident process, or asks for
+%% a process when the run has none (`aion_residency:rehydrate/2'). Returns `ok'.
 -spec events(aion_ctx:ctx(), binary(), [aion_event:stored()]) -> ok.
 events(_Ctx, _RunId, []) ->
     ok;
@@ -31,7 +32,7 @@ events(#{runs := Runs, mailbox := Mb} = Ctx, RunId, Events) ->
                 _ -> ok
             end;
         _ ->
-            ok
+            aion_residency:rehydrate(Ctx, RunId)
     end.
 
 retain_all(_Mb, _Pid, []) ->

@@ -13,8 +13,15 @@
 %% <li>`max_concurrent_activities' (pos_integer) [1000]: attempts running at once on
 %%     this node; more are queued.</li>
 %% <li>`query_timeout' (ms) [5000]: default time a query waits for its answer.</li>
-%% <li>`idle_evict_after' (ms | `infinity') [`infinity']: reserved; only `infinity'
-%%     (runs stay resident) is implemented.</li>
+%% <li>`idle_evict_after' (ms | `infinity') [`infinity']: a workflow process blocked
+%%     this long without an arrival is evicted: its run becomes suspended (no
+%%     process) and is rebuilt by replay at its next arrival (timer, signal,
+%%     activity or child outcome, cancel, query).</li>
+%% <li>`max_resident' (pos_integer | `infinity') [`infinity']: when more runs are
+%%     resident, the longest-idle blocked ones are evicted (busy runs never are, so
+%%     the bound is soft).</li>
+%% <li>`max_rehydrations' (pos_integer) [64]: suspended runs replaying at once;
+%%     further arrivals for suspended runs queue.</li>
 %% <li>`busy_timeout' (ms) [50], `checkpoint_interval' (ms): passed to the store.</li>
 %% <li>`timer_horizon' (ms) [60000], `timer_rescan_interval' (ms) [10000],
 %%     `timer_scan_limit' (pos_integer) [50000]: tunables of the timer service.</li>
@@ -33,7 +40,7 @@
 defaults() ->
     #{name => ?DEFAULT, db_path => "aion.db", synchronous => full,
       max_concurrent_activities => 1000, query_timeout => 5000,
-      idle_evict_after => infinity}.
+      idle_evict_after => infinity, max_resident => infinity, max_rehydrations => 64}.
 
 %% @doc A child spec that runs an engine in the caller's supervision tree
 %% (`restart => transient', so {@link stop/1} stops it for good). Raises
@@ -125,6 +132,8 @@ valid(synchronous, S) -> S =:= full orelse S =:= normal;
 valid(max_concurrent_activities, N) -> is_integer(N) andalso N > 0;
 valid(query_timeout, T) -> is_integer(T) andalso T > 0;
 valid(idle_evict_after, T) -> T =:= infinity orelse (is_integer(T) andalso T > 0);
+valid(max_resident, N) -> N =:= infinity orelse (is_integer(N) andalso N > 0);
+valid(max_rehydrations, N) -> is_integer(N) andalso N > 0;
 valid(busy_timeout, T) -> is_integer(T) andalso T >= 0;
 valid(checkpoint_interval, T) -> is_integer(T) andalso T > 0;
 valid(timer_horizon, T) -> is_integer(T) andalso T > 0;

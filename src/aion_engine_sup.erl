@@ -1,6 +1,8 @@
 %% @private
 %% @doc One engine's supervisor (one_for_all): the store owner, the confirmer, the
-%% timer service, the activity runner and its executor supervisor, the child-task
+%% residency server (before anything that commits arrivals, so no rehydration
+%% request is lost; it holds them until recovery says the workflow supervisor
+%% runs), the timer service, the activity runner and its executor supervisor, the child-task
 %% supervisor, the workflow supervisor and the recovery worker, started in that
 %% order and stopped in reverse (design.md section 1). The store owner stops last
 %% and closes the store, so no write lands after the engine stopped.
@@ -27,6 +29,7 @@ init(#{name := Name} = Opts) ->
           end,
     Children = [Worker(store_owner, aion_store_owner, [Opts], 60000),
                 Worker(confirmer, aion_confirmer, [Name], 5000),
+                Worker(residency, aion_residency, [Name], 5000),
                 Worker(timers, aion_timers, [Name], 10000),
                 Worker(activity_runner, aion_activity_runner, [Name], 10000),
                 Sup(activity_sup, aion_activity_sup),

@@ -2,8 +2,15 @@
 %% @doc The last process of an engine: at start it resumes what the previous life
 %% of the engine left open (SPEC 3.4, design.md section 1). Outstanding activities
 %% are re-dispatched by the activity runner (`aion_activity_runner:recover/1'); the
-%% timer service fires due timers itself; every open run (running, paused, stuck)
-%% gets a workflow process that replays its history. A stuck run is retried (its
+%% timer service fires due timers itself. Recovery is lazy (issue 7): only the open
+%% runs that had a process when the engine stopped, or got an event after theirs
+%% was evicted (`aion_store:runs_to_resume/1': `parked_seq' differs from the
+%% history length), and stuck runs get a workflow process that replays its history.
+%% A cleanly parked run stays suspended: whatever it waits for arrives as a
+%% committed event (a due timer fired by the timer service, a re-dispatched
+%% activity's outcome, a signal, a child's outcome, a cancel), and that brings it
+%% back (`aion_deliver', `aion_residency'); so engine start reads the rows of parked
+%% runs but starts nothing for them. A stuck run is retried (its
 %% status goes back to running; fixed code resumes it, unchanged code makes it
 %% stuck again). A run that cannot be resumed (its module is not loadable) is
 %% reported with `logger' and skipped; it never blocks the others.
@@ -24,7 +31,11 @@ start_link(Name) ->
 %% processes are started right after, asynchronously.
 -spec init(atom()) -> {ok, atom(), {continue, recover}}.
 init(Name) ->
-    recover_activities(aion_ctx:get(Name)),
+    Ctx = aion_ctx:get(Name),
+    recover_activities(Ctx),
+    %% The workflow supervisor runs (it starts before this worker): rehydration
+    %% requests held since the engine started may go.
+    ok = aion_residency:ready(Ctx),
     {ok, Name, {continue, recover}}.
 
 %% @private
@@ -35,7 +46,7 @@ handle_continue(recover, Name) ->
     ok = aion_child:recover(Ctx),
     {noreply, Name}.
 
-%% @doc Resumes everything open of the engine (see the module doc). Returns the
+%% @doc Resumes what the engine left open (see the module doc). Returns the
 %% number of workflow processes started.
 -spec recover(aion_ctx:ctx()) -> non_neg_integer().
 recover(Ctx) ->
@@ -50,7 +61,7 @@ recover_activities(Ctx) ->
     end.
 
 recover_runs(#{store := Store} = Ctx) ->
-    {ok, Runs} = aion_store:runs_by_status(Store, [<<"running">>, <<"paused">>, <<"stuck">>]),
+    {ok, Runs} = aion_store:runs_to_resume(Store),
     lists:foldl(fun(Run, N) -> N + resume(Ctx, Run) end, 0, Runs).
 
 resume(#{store := Store} = Ctx, #{run_id := RunId, workflow_id := Wid, type := TypeBin,

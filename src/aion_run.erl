@@ -25,23 +25,27 @@
 
 -define(STOP(Why), {aion_run_stopped, Why}).
 -define(WID_KEY, '$aion_wid').
+-define(SETTLE_KEY, '$aion_settle').
+
+-type mode() :: recover | {rehydrate, pid()} | {new, pid(), reference()}.
 
 %%% ===========================================================================
 %%% Process life
 %%% ===========================================================================
 
 %% @doc Starts a workflow process for `RunId' of engine `Engine' (called by
-%% `aion_run_sup'). `Mode' is `recover' (load history, replay, continue) or
+%% `aion_run_sup'). `Mode' is `recover' (load history, replay, continue),
+%% `{rehydrate, Notify}' (the same, for a suspended run; `Notify', the residency
+%% server, is told when the replay is done: {@link aion_residency:settled/1}) or
 %% `{new, Caller, Ref}' (a fresh run: wait for `Caller' to commit
 %% `workflow_started' and send it). Returns `{error, {already_resident, Pid}}' when
 %% the run already has a process.
--spec start_link(atom(), binary(), recover | {new, pid(), reference()}) ->
-          {ok, pid()} | {error, term()}.
+-spec start_link(atom(), binary(), mode()) -> {ok, pid()} | {error, term()}.
 start_link(Engine, RunId, Mode) ->
     proc_lib:start_link(?MODULE, init, [Engine, RunId, Mode, self()]).
 
 %% @doc proc_lib entry point.
--spec init(atom(), binary(), recover | {new, pid(), reference()}, pid()) -> ok.
+-spec init(atom(), binary(), mode(), pid()) -> ok.
 init(Engine, RunId, Mode, Parent) ->
     Ctx = aion_ctx:get(Engine),
     case register_run(Ctx, RunId) of
@@ -56,7 +60,26 @@ init(Engine, RunId, Mode, Parent) ->
             ok
     end.
 
-register_run(#{runs := Runs}, RunId) ->
+%% Registration is `ets:insert_new': concurrent starts of one run make one process.
+%% With `max_resident' set, a registration over the limit asks the residency server
+%% to evict the longest-idle runs.
+register_run(Ctx, RunId) ->
+    case register_pid(Ctx, RunId) of
+        ok ->
+            case Ctx of
+                #{opts := #{max_resident := Max}, runs := Runs} when is_integer(Max) ->
+                    case ets:info(Runs, size) > Max of
+                        true -> aion_residency:over_limit(Ctx);
+                        false -> ok
+                    end;
+                _ ->
+                    ok
+            end;
+        {error, _} = E ->
+            E
+    end.
+
+register_pid(#{runs := Runs}, RunId) ->
     case ets:insert_new(Runs, {RunId, self()}) of
         true ->
             ok;
@@ -69,16 +92,16 @@ register_run(#{runs := Runs}, RunId) ->
                         false ->
                             %% A process that died without unregistering.
                             ets:delete_object(Runs, {RunId, Pid}),
-                            register_run(#{runs => Runs}, RunId)
+                            register_pid(#{runs => Runs}, RunId)
                     end;
                 _ ->
-                    register_run(#{runs => Runs}, RunId)
+                    register_pid(#{runs => Runs}, RunId)
             end
     end.
 
 unregister_run(#{runs := Runs} = Ctx, RunId) ->
     ets:delete_object(Runs, {RunId, self()}),
-    case {Ctx, get(?WID_KEY)} of
+    case {Ctx, erase(?WID_KEY)} of
         {#{wids := Wids}, Wid} when is_binary(Wid) -> ets:delete_object(Wids, {Wid, RunId});
         _ -> ok
     end,
@@ -136,6 +159,9 @@ begin_run(Ctx, RunId, {new, Caller, Ref}) ->
             %% The caller died: it may have committed the start or not.
             begin_run(Ctx, RunId, recover)
     end;
+begin_run(Ctx, RunId, {rehydrate, Notify}) ->
+    put(?SETTLE_KEY, Notify),
+    begin_run(Ctx, RunId, recover);
 begin_run(#{store := Store} = Ctx, RunId, recover) ->
     case aion_store:get_run(Store, RunId) of
         {ok, #{status := Status}} ->
@@ -412,13 +438,99 @@ wait(Keys, Cancellable, #wf{replay = R} = S) ->
             end
     end.
 
-sleep(Keys, Cancellable, S) ->
+%% The blocking receive. After `idle_evict_after' ms without an arrival, or when
+%% the residency server asks (`max_resident'), the process evicts itself.
+sleep(Keys, Cancellable, #wf{ctx = Ctx} = S) ->
     answer_queries(S),
-    receive
-        aion_event -> ok;
-        {'$aion_query', _, _, _, _} = Q -> answer(Q, S)
+    settle(),
+    Idle = idle_enter(Ctx),
+    S1 = receive
+             aion_event ->
+                 idle_leave(Ctx, Idle),
+                 S;
+             {'$aion_query', _, _, _, _} = Q ->
+                 idle_leave(Ctx, Idle),
+                 answer(Q, S),
+                 S;
+             '$aion_evict' ->
+                 idle_leave(Ctx, Idle),
+                 evict(S)
+         after evict_after(Ctx) ->
+                 idle_leave(Ctx, Idle),
+                 evict(S)
+         end,
+    wait(Keys, Cancellable, yield(S1)).
+
+evict_after(#{opts := #{idle_evict_after := T}}) -> T;
+evict_after(_) -> infinity.
+
+%% A rehydrated process tells the residency server once its replay is done.
+settle() ->
+    case erase(?SETTLE_KEY) of
+        undefined -> ok;
+        Notify -> aion_residency:settled(Notify)
+    end.
+
+%% The `idle' table (only with `max_resident'): blocked processes by the time they
+%% blocked, so the residency server finds the longest-idle first.
+idle_enter(#{idle := Idle}) ->
+    Key = {erlang:monotonic_time(), self()},
+    ets:insert(Idle, {Key}),
+    Key;
+idle_enter(_) ->
+    undefined.
+
+idle_leave(#{idle := Idle}, Key) when Key =/= undefined ->
+    ets:delete(Idle, Key);
+idle_leave(_, _) ->
+    true.
+
+%% Eviction (SPEC 1, 2.4; design.md section 8). Everything the run waits for is
+%% durable, so the process may go: it records the history length it has seen
+%% (`parked_seq': engine start leaves such a run suspended unless an event came
+%% after it), unregisters, and then reads the run's head. An appender that commits
+%% after that read finds no process and asks for rehydration (`aion_deliver'); one
+%% that committed before it is seen here: the process registers again (if nobody
+%% else did meanwhile), reads what it missed, and goes on waiting.
+evict(#wf{ctx = #{store := Store} = Ctx, run_id = RunId, workflow_id = Wid,
+          replay = R} = S) ->
+    Known = aion_replay:known(R),
+    case aion_store:append(Store, [#{run_id => RunId, set => #{parked_seq => Known}}]) of
+        {ok, _} -> ok;
+        {error, closed} -> closed_from_outside(S);
+        {error, Reason} -> store_failed(Reason, S)
     end,
-    wait(Keys, Cancellable, yield(S)).
+    unregister_run(Ctx, RunId),
+    Head = case aion_store:get_run(Store, RunId) of
+               {ok, #{status := St, next_seq := Next}} ->
+                   case aion_util:is_terminal(St) of
+                       true -> closed;
+                       false -> Next - 1
+                   end;
+               {error, not_found} ->
+                   closed
+           end,
+    case Head of
+        Known ->
+            parked(S);
+        closed ->
+            parked(S);
+        _ ->
+            case register_run(Ctx, RunId) of
+                ok ->
+                    register_wid(Ctx, Wid, RunId),
+                    fill(Known + 1, S);
+                {error, _} ->
+                    %% Another process holds the run now (a rehydration).
+                    parked(S)
+            end
+    end.
+
+-spec parked(#wf{}) -> no_return().
+parked(S) ->
+    aion_telemetry:execute([aion, workflow, evicted], #{count => 1}, meta(S)),
+    put_st(S#wf{stopped = evicted}),
+    exit(?STOP(evicted)).
 
 %% @doc A yield point: take retained events, answer queries, bump the wake epoch.
 %% Queries are answered once the code has caught up with the recorded commands

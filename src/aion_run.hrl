@@ -24,5 +24,5 @@
           in_query = false :: boolean(),
           %% signals, patches, deadlines, search attributes (aion_sigq)
           sigq = #{} :: map(),
-          stopped = false :: false | stuck | closed | crashed
+          stopped = false :: false | stuck | closed | crashed | evicted
          }).

@@ -5,7 +5,7 @@
 -module(aion_run_sup).
 -behaviour(supervisor).
 
--export([start_link/1, init/1, start_run/2, start_new/3]).
+-export([start_link/1, init/1, start_run/2, start_run/3, start_new/3]).
 
 %% @doc Starts the supervisor of engine `Name'.
 -spec start_link(atom()) -> {ok, pid()} | {error, term()}.
@@ -27,6 +27,12 @@ init(Name) ->
 -spec start_run(aion_ctx:ctx(), binary()) -> {ok, pid()} | {error, term()}.
 start_run(#{name := Name}, RunId) when is_binary(RunId) ->
     supervisor:start_child(aion_ctx:proc_name(Name, run_sup), [RunId, recover]).
+
+%% @doc Like {@link start_run/2}, for a suspended run brought back by the
+%% residency server `Notify' (told when the replay is done).
+-spec start_run(aion_ctx:ctx(), binary(), pid()) -> {ok, pid()} | {error, term()}.
+start_run(#{name := Name}, RunId, Notify) when is_binary(RunId), is_pid(Notify) ->
+    supervisor:start_child(aion_ctx:proc_name(Name, run_sup), [RunId, {rehydrate, Notify}]).
 
 %% @doc Starts the process of a run about to be created by the caller, which then
 %% sends `{aion_go, Ref, StoredStartEvent}' after its commit, or

@@ -23,7 +23,7 @@ init(#{name := Name, db_path := Path} = Opts) ->
     StoreOpts = maps:with([synchronous, busy_timeout, checkpoint_interval], Opts),
     case aion_store:open(Path, StoreOpts) of
         {ok, Store} ->
-            Ctx = #{name => Name, store => Store, mailbox => aion_mailbox:new(),
+            Ctx0 = #{name => Name, store => Store, mailbox => aion_mailbox:new(),
                     runs => ets:new(aion_runs, [set, public, {read_concurrency, true},
                                                 {write_concurrency, true}]),
                     waiters => ets:new(aion_waiters, [bag, public,
@@ -31,6 +31,13 @@ init(#{name := Name, db_path := Path} = Opts) ->
                     wids => ets:new(aion_wids, [set, public, {read_concurrency, true},
                                                 {write_concurrency, true}]),
                     opts => Opts, owner => self()},
+            Ctx = case Opts of
+                      #{max_resident := Max} when is_integer(Max) ->
+                          Ctx0#{idle => ets:new(aion_idle, [ordered_set, public,
+                                                            {write_concurrency, true}])};
+                      _ ->
+                          Ctx0
+                  end,
             ok = aion_ctx:put(Name, Ctx),
             {ok, Ctx};
         {error, Reason} ->

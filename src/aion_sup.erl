@@ -9,9 +9,9 @@
 -export([start_link/0, init/1, default_engine_options/0]).
 
 -define(ENV_KEYS, [db_path, synchronous, max_concurrent_activities, query_timeout,
-                   idle_evict_after, busy_timeout, checkpoint_interval, timer_horizon,
-                   timer_rescan_interval, timer_scan_limit, confirm_initial_backoff,
-                   confirm_max_backoff]).
+                   idle_evict_after, max_resident, max_rehydrations, busy_timeout,
+                   checkpoint_interval, timer_horizon, timer_rescan_interval,
+                   timer_scan_limit, confirm_initial_backoff, confirm_max_backoff]).
 
 %% @doc Starts the top supervisor.
 -spec start_link() -> {ok, pid()} | {error, term()}.

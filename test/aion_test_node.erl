@@ -1,0 +1,58 @@
+%% A BEAM node run as an OS process for crash tests: start it on a function of a
+%% test module, read the lines it prints, kill it with `kill -9'.
+-module(aion_test_node).
+
+-export([start/3, wait_line/3, kill9/2, line/2]).
+
+%% Starts `erl' running `Mod:Fun(Args...)' with the code paths of `Mods' (and
+%% aion's). The child prints its OS pid first. Returns `{Port, OsPid}'.
+start(Mod, Fun, Args) ->
+    Erl = os:find_executable("erl"),
+    Paths = lists:usort([filename:dirname(code:which(M)) || M <- [aion, Mod, ?MODULE]]),
+    ArgText = lists:join(", ", [io_lib:format("~p", [A]) || A <- Args]),
+    Eval = lists:flatten(io_lib:format("io:format(\"pid ~~s~~n\", [os:getpid()]), ~s:~s(~s)",
+                                       [Mod, Fun, ArgText])),
+    Port = open_port({spawn_executable, Erl},
+                     [{args, ["-noshell", "+S", "2", "-pa" | Paths] ++ ["-eval", Eval]},
+                      {line, 4096}, binary, exit_status, use_stdio, stderr_to_stdout]),
+    receive
+        {Port, {data, {eol, <<"pid ", P/binary>>}}} -> {Port, binary_to_list(P)};
+        {Port, {exit_status, St}} -> error({child_exited, St})
+    after 30000 -> error(child_did_not_start)
+    end.
+
+%% Waits for the child to print `Line' (other lines are logged).
+wait_line(Port, Line, Timeout) ->
+    receive
+        {Port, {data, {eol, Line}}} ->
+            ok;
+        {Port, {data, {eol, Other}}} ->
+            ct:pal("child: ~s", [Other]),
+            wait_line(Port, Line, Timeout);
+        {Port, {exit_status, St}} ->
+            error({child_exited_early, St})
+    after Timeout ->
+            error({child_did_not_print, Line})
+    end.
+
+%% Waits for the child to print a line starting with `Prefix'; returns the rest.
+line(Port, Prefix) ->
+    N = byte_size(Prefix),
+    receive
+        {Port, {data, {eol, <<Prefix:N/binary, Rest/binary>>}}} -> Rest;
+        {Port, {data, {eol, Other}}} -> ct:pal("child: ~s", [Other]), line(Port, Prefix);
+        {Port, {exit_status, St}} -> error({child_exited_early, St})
+    after 120000 -> error({child_did_not_print, Prefix})
+    end.
+
+%% Kills the child with SIGKILL and waits until the port reports its exit.
+kill9(Port, OsPid) ->
+    _ = os:cmd("kill -9 " ++ OsPid),
+    wait_exit(Port).
+
+wait_exit(Port) ->
+    receive
+        {Port, {exit_status, _}} -> ok;
+        {Port, _} -> wait_exit(Port)
+    after 30000 -> error(child_did_not_die)
+    end.
