@@ -3,7 +3,7 @@
 
 REBAR ?= rebar3
 
-.PHONY: all setup build cli demo demo-ci test test-elixir eunit ct check xref dialyzer test-asan lint-c bench bench-store bench-timers clean
+.PHONY: all setup build cli demo demo-ci test test-elixir eunit ct check xref dialyzer test-asan lint-c bench bench-store bench-timers bench-resume clean
 
 all: build
 
@@ -74,6 +74,10 @@ bench-store: build
 
 bench-timers: build
 	./bench/timers_bench.escript
+
+## aion_store:runs_to_resume/1 over 1,000,000 parked runs (PARKED=N to change).
+bench-resume: build
+	./bench/resume_bench.escript
 
 clean:
 	$(REBAR) clean

@@ -20,8 +20,9 @@ static const char *const R_SQL[R_COUNT] = {
                     " WHERE run_id = ?1 ORDER BY activity_id",
     [R_TASKS_ALL] = "SELECT run_id, activity_id, attempt, task_queue, data FROM activity_tasks"
                     " ORDER BY run_id, activity_id",
-    /* A full scan of runs (no index covers parked_seq and next_seq; one would cost
-     * every append an index update): see docs/internals/store.md. */
+    /* Seeks the three statuses in runs_status (terminal runs are skipped) and reads
+     * each of their rows; no index covers parked_seq or next_seq, since one on
+     * next_seq would cost every append an index update (docs/internals/store.md). */
     [R_RESUME] = "SELECT " RUN_COLS " FROM runs WHERE status = 'stuck'"
                  " OR (status IN ('running', 'paused')"
                  " AND (parked_seq IS NULL OR parked_seq <> next_seq - 1))"

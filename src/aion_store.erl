@@ -174,7 +174,7 @@ checkpoint({M, Ref}) -> M:checkpoint(Ref).
 %% and every run in status `running' or `paused' that is not cleanly parked, i.e.
 %% whose `parked_seq' is `null' or differs from its history length
 %% (`next_seq - 1': an event was appended after it was parked). Ordered by
-%% started_at, then run_id. Reads the whole `runs' table (about 0.5 s per million
-%% runs; see `docs/internals/store.md').
+%% started_at, then run_id. Reads every running, paused and stuck row of `runs'
+%% (about 0.15 s for a million parked runs; see `docs/internals/store.md').
 -spec runs_to_resume(store()) -> {ok, [run()]} | {error, term()}.
 runs_to_resume({M, Ref}) -> M:runs_to_resume(Ref).
