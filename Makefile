@@ -3,7 +3,7 @@
 
 REBAR ?= rebar3
 
-.PHONY: all setup build cli demo demo-ci test test-elixir eunit ct check xref dialyzer test-asan lint-c bench bench-store bench-timers bench-parked clean
+.PHONY: all setup build cli demo demo-ci test test-elixir eunit ct check xref dialyzer test-asan lint-c bench bench-store bench-timers bench-parked bench-resume clean
 
 all: build
 
@@ -80,6 +80,10 @@ bench-parked: build
 	mkdir -p _build/bench/ebin
 	erlc +debug_info -pa _build/default/lib/aion/ebin -o _build/bench/ebin bench/aion_bench_parked.erl
 	erl -noshell -noinput -pa _build/default/lib/aion/ebin -pa _build/bench/ebin -run aion_bench_parked main
+
+## aion_store:runs_to_resume/1 over 1,000,000 parked runs (PARKED=N to change).
+bench-resume: build
+	./bench/resume_bench.escript
 
 clean:
 	$(REBAR) clean

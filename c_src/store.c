@@ -26,7 +26,7 @@
 
 #include "store_int.h"
 
-#define SCHEMA_VERSION  1
+#define SCHEMA_VERSION  2
 #define CKPT_WAL_PAGES  8192 /* WAL size (pages) that wakes the checkpoint thread */
 #define WAL_SIZE_LIMIT  "67108864" /* journal_size_limit: WAL truncated to this on reset */
 
@@ -37,7 +37,7 @@ static const char SCHEMA_DDL[] =
     " status TEXT NOT NULL, started_at INTEGER NOT NULL, closed_at INTEGER, parent TEXT,"
     " continued_from TEXT, search_attributes TEXT, stuck_reason TEXT, data TEXT,"
     " next_seq INTEGER NOT NULL DEFAULT 1, last_event INTEGER,"
-    " create_seq INTEGER NOT NULL UNIQUE);"
+    " create_seq INTEGER NOT NULL UNIQUE, parked_seq INTEGER);"
     "CREATE INDEX IF NOT EXISTS runs_workflow ON runs (workflow_id, create_seq);"
     "CREATE INDEX IF NOT EXISTS runs_status ON runs (status, started_at, run_id);"
     "CREATE INDEX IF NOT EXISTS runs_started ON runs (started_at, run_id);"
@@ -50,8 +50,13 @@ static const char SCHEMA_DDL[] =
     "CREATE TABLE IF NOT EXISTS activity_tasks (run_id TEXT NOT NULL,"
     " activity_id TEXT NOT NULL, attempt INTEGER NOT NULL, task_queue TEXT NOT NULL,"
     " data TEXT NOT NULL, PRIMARY KEY (run_id, activity_id)) WITHOUT ROWID;"
-    "INSERT INTO schema_version (version) SELECT 1"
+    "INSERT INTO schema_version (version) SELECT 2"
     " WHERE NOT EXISTS (SELECT 1 FROM schema_version);";
+
+/* Upgrades a version-1 database in place (inside the same transaction as the check). */
+static const char MIGRATE_V1_V2[] =
+    "ALTER TABLE runs ADD COLUMN parked_seq INTEGER;"
+    "UPDATE schema_version SET version = 2;";
 
 /* ------------------------------------------------------------------ shared helpers */
 
@@ -390,7 +395,7 @@ static int db_open_conns(ErlNifEnv *env, db_res *db, ERL_NIF_TERM *err)
             goto too_new;
         }
         if (rc == SQLITE_OK)
-            rc = exec_sql(db->w, SCHEMA_DDL);
+            rc = exec_sql(db->w, found == 1 ? MIGRATE_V1_V2 : SCHEMA_DDL);
         if (rc == SQLITE_OK)
             rc = exec_sql(db->w, "COMMIT");
         if (rc != SQLITE_OK) {

@@ -21,6 +21,7 @@ ERL_NIF_TERM aion_store_count(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[
 ERL_NIF_TERM aion_store_due_timers(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
 ERL_NIF_TERM aion_store_activity_tasks(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
 ERL_NIF_TERM aion_store_checkpoint(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
+ERL_NIF_TERM aion_store_runs_to_resume(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
 
 /* Function-table entries of this module, spliced into aion_nif.c's table.
  * Each entry names its scheduler in a comment. Everything that touches SQLite runs
@@ -38,6 +39,7 @@ ERL_NIF_TERM aion_store_checkpoint(ErlNifEnv *env, int argc, const ERL_NIF_TERM 
     {"store_count", 2, aion_store_count, ERL_NIF_DIRTY_JOB_IO_BOUND},       /* dirty IO */  \
     {"store_due_timers", 3, aion_store_due_timers, ERL_NIF_DIRTY_JOB_IO_BOUND}, /* dirty IO */ \
     {"store_activity_tasks", 2, aion_store_activity_tasks, ERL_NIF_DIRTY_JOB_IO_BOUND}, /* dirty IO */ \
-    {"store_checkpoint", 1, aion_store_checkpoint, ERL_NIF_DIRTY_JOB_IO_BOUND}, /* dirty IO */
+    {"store_checkpoint", 1, aion_store_checkpoint, ERL_NIF_DIRTY_JOB_IO_BOUND}, /* dirty IO */ \
+    {"store_runs_to_resume", 1, aion_store_runs_to_resume, ERL_NIF_DIRTY_JOB_IO_BOUND}, /* dirty IO */
 
 #endif

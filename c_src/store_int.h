@@ -27,7 +27,7 @@
     X(closed_at) X(stuck_reason) X(allow_closed) X(timers_put) X(timers_take)            \
     X(timers_del) X(tasks_put) X(tasks_take) X(tasks_del) X(clear_rows) X(next_seq)      \
     X(started_after) X(started_before) X(closed_after) X(closed_before) X(limit)         \
-    X(cursor)
+    X(cursor) X(parked_seq)
 
 typedef struct {
 #define X(n) ERL_NIF_TERM a_##n;
@@ -43,8 +43,8 @@ struct aion_store_priv {
 #define TERMINAL_SQL "('completed','failed','cancelled','terminated','timed_out','continued_as_new')"
 #define RUN_COLS                                                                          \
     "run_id, workflow_id, type, status, started_at, closed_at, parent, continued_from,"  \
-    " search_attributes, stuck_reason, data, next_seq"
-#define RUN_NCOLS 12
+    " search_attributes, stuck_reason, data, next_seq, parked_seq"
+#define RUN_NCOLS 13
 
 /* The writer's cached statements (SQL in store_write.c). */
 enum {
@@ -56,7 +56,7 @@ enum {
 /* The readers' cached statements (SQL in store_read.c). */
 enum {
     R_BEGIN, R_COMMIT, R_ROLLBACK, R_HEAD, R_EVENT, R_GET_RUN, R_CURRENT_RUN, R_DUE_TIMERS,
-    R_TASKS_RUN, R_TASKS_ALL, R_COUNT
+    R_TASKS_RUN, R_TASKS_ALL, R_RESUME, R_COUNT
 };
 
 /* ------------------------------------------------------------------ parsed requests */
@@ -105,8 +105,8 @@ typedef struct {
     opt_bytes c_parent, c_cont, c_sa, c_data;
     int c_policy;
     opt_bytes s_status, s_sa, s_stuck, s_data;
-    fstate s_closed_st;
-    ErlNifSInt64 s_closed;
+    fstate s_closed_st, s_parked_st;
+    ErlNifSInt64 s_closed, s_parked;
     int has_set, allow_closed, clear_rows;
     timer_in *tput;
     unsigned n_tput;

@@ -20,6 +20,13 @@ static const char *const R_SQL[R_COUNT] = {
                     " WHERE run_id = ?1 ORDER BY activity_id",
     [R_TASKS_ALL] = "SELECT run_id, activity_id, attempt, task_queue, data FROM activity_tasks"
                     " ORDER BY run_id, activity_id",
+    /* Seeks the three statuses in runs_status (terminal runs are skipped) and reads
+     * each of their rows; no index covers parked_seq or next_seq, since one on
+     * next_seq would cost every append an index update (docs/internals/store.md). */
+    [R_RESUME] = "SELECT " RUN_COLS " FROM runs WHERE status = 'stuck'"
+                 " OR (status IN ('running', 'paused')"
+                 " AND (parked_seq IS NULL OR parked_seq <> next_seq - 1))"
+                 " ORDER BY started_at, run_id",
 };
 
 static ERL_NIF_TERM run_term(ErlNifEnv *env, const store_atoms *a, sqlite3_stmt *st)
@@ -27,7 +34,8 @@ static ERL_NIF_TERM run_term(ErlNifEnv *env, const store_atoms *a, sqlite3_stmt 
     ERL_NIF_TERM keys[RUN_NCOLS] = {a->a_run_id, a->a_workflow_id, a->a_type, a->a_status,
                                     a->a_started_at, a->a_closed_at, a->a_parent,
                                     a->a_continued_from, a->a_search_attributes,
-                                    a->a_stuck_reason, a->a_data, a->a_next_seq};
+                                    a->a_stuck_reason, a->a_data, a->a_next_seq,
+                                    a->a_parked_seq};
     ERL_NIF_TERM vals[RUN_NCOLS], map;
     for (int i = 0; i < RUN_NCOLS; i++)
         vals[i] = store_col_term(env, a, st, i);
@@ -286,6 +294,16 @@ ERL_NIF_TERM aion_store_current_run(ErlNifEnv *env, int argc, const ERL_NIF_TERM
     if (db == NULL || !arg_bin(env, argv[1], &b[0]))
         return enif_make_badarg(env);
     return cached_query(env, db, R_CURRENT_RUN, b, 1, ROW_RUN, 1);
+}
+
+/* store_runs_to_resume(Db) -> {ok, [Run]}: the runs that need a process at engine
+ * start (stuck, or running/paused and not parked at their history's head). */
+ERL_NIF_TERM aion_store_runs_to_resume(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    db_res *db = store_get_db(env, argv[0]);
+    if (db == NULL)
+        return enif_make_badarg(env);
+    return cached_query(env, db, R_RESUME, NULL, 0, ROW_RUN, 0);
 }
 
 /* A row limit: a non-negative integer (one beyond 64 bits means no limit, -1) or

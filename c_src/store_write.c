@@ -33,7 +33,8 @@ static const char *const W_SQL[W_COUNT] = {
                      " closed_at = CASE WHEN ?5 THEN ?6 ELSE closed_at END,"
                      " search_attributes = CASE WHEN ?7 THEN ?8 ELSE search_attributes END,"
                      " stuck_reason = CASE WHEN ?9 THEN ?10 ELSE stuck_reason END,"
-                     " data = CASE WHEN ?11 THEN ?12 ELSE data END WHERE run_id = ?1",
+                     " data = CASE WHEN ?11 THEN ?12 ELSE data END,"
+                     " parked_seq = CASE WHEN ?14 THEN ?15 ELSE parked_seq END WHERE run_id = ?1",
     [W_TIMER_PUT] = "INSERT INTO timers (run_id, timer_id, fire_at) VALUES (?1, ?2, ?3)"
                     " ON CONFLICT (run_id, timer_id) DO UPDATE SET fire_at = excluded.fire_at",
     [W_TIMER_DEL] = "DELETE FROM timers WHERE run_id = ?1 AND timer_id = ?2",
@@ -307,6 +308,14 @@ static int p_set(pctx *c, ERL_NIF_TERM m, op_in *op)
         return 0;
     if (opt_key(c, m, a->a_data, &v, &known) && !p_opt(c, v, &op->s_data, 1))
         return 0;
+    if (opt_key(c, m, a->a_parked_seq, &v, &known)) {
+        if (enif_is_identical(v, a->a_null))
+            op->s_parked_st = F_NULL;
+        else if (enif_get_int64(c->env, v, &op->s_parked))
+            op->s_parked_st = F_VALUE;
+        else
+            return 0;
+    }
     op->has_set = 1;
     return known == size;
 }
@@ -597,6 +606,9 @@ static int apply_op(db_res *db, req_t *r, op_in *op)
         BIND(sqlite3_bind_int(st, 11, op->s_data.st != F_ABSENT));
         BIND(bind_opt(st, 12, &op->s_data));
         BIND(last > 0 ? sqlite3_bind_int64(st, 13, last) : sqlite3_bind_null(st, 13));
+        BIND(sqlite3_bind_int(st, 14, op->s_parked_st != F_ABSENT));
+        BIND(op->s_parked_st == F_VALUE ? sqlite3_bind_int64(st, 15, op->s_parked)
+                                        : sqlite3_bind_null(st, 15));
         if (step_done(db, r, st) != 0)
             return -1;
     }

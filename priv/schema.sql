@@ -1,5 +1,6 @@
--- aion event store schema, version 1 (documentation copy: c_src/store.c embeds the
--- same DDL and applies it when it opens a database without a schema).
+-- aion event store schema, version 2 (documentation copy: c_src/store.c embeds the
+-- same DDL and applies it when it opens a database without a schema; a version-1
+-- database is upgraded in place by ALTER TABLE runs ADD COLUMN parked_seq INTEGER).
 --
 -- Every id, type, status and JSON column holds the raw bytes it was given (bound as
 -- TEXT); the store never parses JSON. Times are integer milliseconds since the Unix epoch.
@@ -12,6 +13,10 @@ CREATE TABLE IF NOT EXISTS schema_version (
 -- next_seq - 1); last_event is the id of the run's latest event (NULL before the
 -- first). create_seq orders runs by creation (current_run, latest run of a workflow
 -- id); the writer assigns it as max(create_seq) + 1 inside its transaction.
+-- parked_seq (version 2) is the history length (the seq of the run's last event) at
+-- the moment the run's process was evicted (parked); NULL if never parked. A run in
+-- status running or paused with parked_seq = next_seq - 1 needs no process at engine
+-- start (runs_to_resume); any later event makes it differ again.
 CREATE TABLE IF NOT EXISTS runs (
   run_id            TEXT    NOT NULL PRIMARY KEY,
   workflow_id       TEXT    NOT NULL,
@@ -26,7 +31,8 @@ CREATE TABLE IF NOT EXISTS runs (
   data              TEXT,
   next_seq          INTEGER NOT NULL DEFAULT 1,
   last_event        INTEGER,
-  create_seq        INTEGER NOT NULL UNIQUE
+  create_seq        INTEGER NOT NULL UNIQUE,
+  parked_seq        INTEGER
 );
 CREATE INDEX IF NOT EXISTS runs_workflow ON runs (workflow_id, create_seq);
 CREATE INDEX IF NOT EXISTS runs_status   ON runs (status, started_at, run_id);
@@ -74,4 +80,4 @@ CREATE TABLE IF NOT EXISTS activity_tasks (
   PRIMARY KEY (run_id, activity_id)
 ) WITHOUT ROWID;
 
-INSERT INTO schema_version (version) SELECT 1 WHERE NOT EXISTS (SELECT 1 FROM schema_version);
+INSERT INTO schema_version (version) SELECT 2 WHERE NOT EXISTS (SELECT 1 FROM schema_version);

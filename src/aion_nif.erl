@@ -12,10 +12,12 @@
 %% function, so the section's attributes live here and its stubs below.
 -export([store_open/4, store_close/1, store_append/3, store_history/3, store_get_run/2,
          store_current_run/2, store_runs_by_status/2, store_list/2, store_count/2,
-         store_due_timers/3, store_activity_tasks/2, store_checkpoint/1]).
+         store_due_timers/3, store_activity_tasks/2, store_checkpoint/1,
+         store_runs_to_resume/1]).
 -nifs([store_open/4, store_close/1, store_append/3, store_history/3, store_get_run/2,
        store_current_run/2, store_runs_by_status/2, store_list/2, store_count/2,
-       store_due_timers/3, store_activity_tasks/2, store_checkpoint/1]).
+       store_due_timers/3, store_activity_tasks/2, store_checkpoint/1,
+       store_runs_to_resume/1]).
 
 -on_load(init/0).
 
@@ -116,6 +118,11 @@ store_activity_tasks(_Db, _RunId) -> ?NOT_LOADED.
 %% @doc A PASSIVE WAL checkpoint.
 -spec store_checkpoint(reference()) -> ok | {error, term()}.
 store_checkpoint(_Db) -> ?NOT_LOADED.
+
+%% @doc Runs that need a process at engine start (stuck, or running/paused and not
+%% parked at their history's head).
+-spec store_runs_to_resume(reference()) -> {ok, [map()]} | {error, term()}.
+store_runs_to_resume(_Db) -> ?NOT_LOADED.
 
 
 

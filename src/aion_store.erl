@@ -16,7 +16,7 @@
 -module(aion_store).
 
 -export([open/2, close/1, append/2, history/3, get_run/2, current_run/2, runs_by_status/2,
-         list/2, count/2, due_timers/3, activity_tasks/2, checkpoint/1]).
+         list/2, count/2, due_timers/3, activity_tasks/2, checkpoint/1, runs_to_resume/1]).
 
 -export_type([store/0, open_opts/0, op/0, create/0, set/0, event_in/0, event/0, run/0,
               filter/0, timer/0, task/0, error_reason/0]).
@@ -34,7 +34,7 @@
                                      | reject_duplicate}.
 -type set() :: #{status => binary(), closed_at => integer() | null,
                  search_attributes => iodata() | null, stuck_reason => iodata() | null,
-                 data => iodata() | null}.
+                 data => iodata() | null, parked_seq => integer() | null}.
 -type op() :: #{run_id := binary(),
                 events => [event_in()],
                 expected_seq => pos_integer(),
@@ -55,7 +55,8 @@
                  status := binary(), started_at := integer(), closed_at := integer() | null,
                  parent := binary() | null, continued_from := binary() | null,
                  search_attributes := binary() | null, stuck_reason := binary() | null,
-                 data := binary() | null, next_seq := pos_integer()}.
+                 data := binary() | null, next_seq := pos_integer(),
+                 parked_seq := integer() | null}.
 -type filter() :: #{type => binary(), status => binary() | [binary()],
                     workflow_id => binary(), parent => binary(),
                     started_after => integer(), started_before => integer(),
@@ -91,6 +92,7 @@
     {ok, [timer()]} | {error, term()}.
 -callback activity_tasks(Ref :: term(), binary() | all) -> {ok, [task()]} | {error, term()}.
 -callback checkpoint(Ref :: term()) -> ok | {error, term()}.
+-callback runs_to_resume(Ref :: term()) -> {ok, [run()]} | {error, term()}.
 
 -define(BACKEND, aion_store_sqlite).
 
@@ -167,3 +169,12 @@ activity_tasks({M, Ref}, RunIdOrAll) -> M:activity_tasks(Ref, RunIdOrAll).
 %% @doc Runs a passive WAL checkpoint now (the store also runs them in the background).
 -spec checkpoint(store()) -> ok | {error, term()}.
 checkpoint({M, Ref}) -> M:checkpoint(Ref).
+
+%% @doc The runs that need a process at engine start: every run in status `stuck',
+%% and every run in status `running' or `paused' that is not cleanly parked, i.e.
+%% whose `parked_seq' is `null' or differs from its history length
+%% (`next_seq - 1': an event was appended after it was parked). Ordered by
+%% started_at, then run_id. Reads every running, paused and stuck row of `runs'
+%% (about 0.15 s for a million parked runs; see `docs/internals/store.md').
+-spec runs_to_resume(store()) -> {ok, [run()]} | {error, term()}.
+runs_to_resume({M, Ref}) -> M:runs_to_resume(Ref).

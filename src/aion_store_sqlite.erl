@@ -10,7 +10,7 @@
 -behaviour(aion_store).
 
 -export([open/2, close/1, append/2, history/3, get_run/2, current_run/2, runs_by_status/2,
-         list/2, count/2, due_timers/3, activity_tasks/2, checkpoint/1]).
+         list/2, count/2, due_timers/3, activity_tasks/2, checkpoint/1, runs_to_resume/1]).
 
 -export_type([ref/0]).
 
@@ -103,6 +103,11 @@ activity_tasks(Db, RunIdOrAll) ->
 -spec checkpoint(ref()) -> ok | {error, term()}.
 checkpoint(Db) ->
     aion_nif:store_checkpoint(Db).
+
+%% @doc See {@link aion_store:runs_to_resume/1}.
+-spec runs_to_resume(ref()) -> {ok, [aion_store:run()]} | {error, term()}.
+runs_to_resume(Db) ->
+    aion_nif:store_runs_to_resume(Db).
 
 path_bin(Path, _Opts) when is_binary(Path), Path =/= <<>> ->
     Path;

@@ -63,7 +63,8 @@ round_trip_test() ->
         ?assertEqual(#{run_id => <<"r1">>, workflow_id => <<"w1">>, type => <<"wf">>,
                        status => <<"running">>, started_at => 1000, closed_at => null,
                        parent => null, continued_from => null, search_attributes => null,
-                       stuck_reason => null, data => null, next_seq => 3}, Run),
+                       stuck_reason => null, data => null, next_seq => 3,
+                       parked_seq => null}, Run),
         ?assertEqual({error, not_found}, aion_store:get_run(S, <<"nope">>)),
         ?assertEqual({ok, []}, aion_store:append(S, [])),
         ?assertEqual({ok, [[]]}, aion_store:append(S, [#{run_id => <<"r1">>}]))
@@ -636,6 +637,10 @@ badarg_test() ->
                [#{run_id => <<"r">>, tasks_del => <<"1">>}],
                [#{run_id => <<"r">>, set => #{status => running}}],
                [#{run_id => <<"r">>, set => #{what => 1}}],
+               [#{run_id => <<"r">>, set => #{parked_seq => <<"1">>}}],
+               [#{run_id => <<"r">>, set => #{parked_seq => 1.0}}],
+               [#{run_id => <<"r">>, set => #{parked_seq => undefined}}],
+               [#{run_id => <<"r">>, set => #{parked_seq => 1 bsl 64}}],
                [#{run_id => <<"r">>, set => not_a_map}],
                [#{run_id => <<"x">>, create => #{workflow_id => <<"w">>}}],
                [#{run_id => <<"x">>, create => #{workflow_id => <<"w">>, type => <<"t">>,
@@ -661,6 +666,7 @@ badarg_test() ->
         ?assertError(badarg, aion_store:due_timers(S, 1, -1)),
         ?assertError(badarg, aion_store:due_timers(S, now, 1)),
         ?assertError(badarg, aion_store:activity_tasks(S, some)),
+        ?assertError(badarg, aion_store:runs_to_resume({aion_store_sqlite, make_ref()})),
         ?assertError(badarg, aion_store:checkpoint({aion_store_sqlite, self()})),
         ?assertError(badarg, aion_store:close({aion_store_sqlite, make_ref()})),
         ?assertError(badarg, aion_store:open("/tmp/x.db", #{synchronous => off})),
@@ -680,8 +686,9 @@ schema_too_new_test() ->
         {ok, S} = aion_store:open(Path, #{}),
         ok = aion_store:close(S),
         "" = os:cmd("/usr/bin/sqlite3 " ++ Path ++ " 'UPDATE schema_version SET version = 99'"),
-        ?assertEqual({error, {schema_too_new, 99, 1}}, aion_store:open(Path, #{})),
-        "" = os:cmd("/usr/bin/sqlite3 " ++ Path ++ " 'UPDATE schema_version SET version = 1'"),
+        ?assertEqual({error, {schema_too_new, 99, 2}}, aion_store:open(Path, #{})),
+        ?assertEqual("99\n", os:cmd("/usr/bin/sqlite3 " ++ Path ++ " 'SELECT version FROM schema_version'")),
+        "" = os:cmd("/usr/bin/sqlite3 " ++ Path ++ " 'UPDATE schema_version SET version = 2'"),
         {ok, S2} = aion_store:open(Path, #{}),
         ok = aion_store:close(S2)
     after
@@ -814,6 +821,178 @@ nif_reload_keeps_open_handles_test() ->
         ?assertEqual({ok, [[3]]}, aion_store:append(S, [#{run_id => <<"r">>, events => [ev(3)]}])),
         ?assertEqual([1, 2, 3], seqs(S, <<"r">>)),
         ok = aion_store:close(S)
+    after
+        rm_db(Path)
+    end.
+
+%%% ------------------------------------------------------- parked runs (schema 2)
+
+parked(S, RunId, Seq) ->
+    aion_store:append(S, [#{run_id => RunId, set => #{parked_seq => Seq}}]).
+
+resume_ids(S) ->
+    {ok, Runs} = aion_store:runs_to_resume(S),
+    lists:sort([Id || #{run_id := Id} <- Runs]).
+
+parked_seq_test() ->
+    with_store(fun(S) ->
+        ok = new_run(S, <<"r">>),
+        ?assertMatch({ok, #{parked_seq := null}}, aion_store:get_run(S, <<"r">>)),
+        ?assertEqual({ok, [[]]}, parked(S, <<"r">>, 1)),
+        ?assertMatch({ok, #{parked_seq := 1, next_seq := 2}}, aion_store:get_run(S, <<"r">>)),
+        %% other set keys and events leave it alone
+        {ok, [[2]]} = aion_store:append(S, [#{run_id => <<"r">>, events => [ev(2)],
+                                              set => #{data => <<"{}">>}}]),
+        ?assertMatch({ok, #{parked_seq := 1, next_seq := 3}}, aion_store:get_run(S, <<"r">>)),
+        %% in the same op as events, and visible in every run read
+        {ok, [[3]]} = aion_store:append(S, [#{run_id => <<"r">>, events => [ev(3)],
+                                              set => #{parked_seq => 3}}]),
+        ?assertMatch({ok, #{parked_seq := 3}}, aion_store:current_run(S, <<"w-r">>)),
+        ?assertMatch({ok, [#{parked_seq := 3}]}, aion_store:runs_by_status(S, [<<"running">>])),
+        ?assertMatch({ok, [#{parked_seq := 3}]}, aion_store:list(S, #{})),
+        ?assertEqual({ok, [[]]}, parked(S, <<"r">>, null)),
+        ?assertMatch({ok, #{parked_seq := null}}, aion_store:get_run(S, <<"r">>)),
+        ?assertEqual({ok, [[]]}, parked(S, <<"r">>, 1 bsl 62)),
+        ?assertMatch({ok, #{parked_seq := 1 bsl 62}}, aion_store:get_run(S, <<"r">>)),
+        ?assertEqual({error, {not_found, <<"nope">>}}, parked(S, <<"nope">>, 1)),
+        %% closed runs follow the closed rules
+        {ok, [[]]} = aion_store:append(S, [#{run_id => <<"r">>,
+                                             set => #{status => <<"completed">>, closed_at => 5}}]),
+        ?assertEqual({error, closed}, parked(S, <<"r">>, 3)),
+        ?assertMatch({ok, #{parked_seq := 1 bsl 62}}, aion_store:get_run(S, <<"r">>)),
+        ?assertEqual({ok, [[]]},
+                     aion_store:append(S, [#{run_id => <<"r">>, allow_closed => true,
+                                             set => #{parked_seq => null}}])),
+        ?assertMatch({ok, #{parked_seq := null}}, aion_store:get_run(S, <<"r">>))
+    end).
+
+runs_to_resume_test() ->
+    with_store(fun(S) ->
+        ?assertEqual({ok, []}, aion_store:runs_to_resume(S)),
+        Status = fun(Id, St) -> {ok, [[]]} = aion_store:append(S, [#{run_id => Id,
+                                                                     set => #{status => St}}]) end,
+        %% never parked: selected
+        ok = new_run(S, <<"never">>),
+        %% parked at the head: not selected (running and paused)
+        ok = new_run(S, <<"head">>),
+        {ok, [[2]]} = aion_store:append(S, [#{run_id => <<"head">>, events => [ev(2)]}]),
+        {ok, [[]]} = parked(S, <<"head">>, 2),
+        ok = new_run(S, <<"paused">>),
+        Status(<<"paused">>, <<"paused">>),
+        {ok, [[]]} = parked(S, <<"paused">>, 1),
+        ok = new_run(S, <<"paused_open">>),
+        Status(<<"paused_open">>, <<"paused">>),
+        %% parked, then an event arrived: selected again
+        ok = new_run(S, <<"moved">>),
+        {ok, [[]]} = parked(S, <<"moved">>, 1),
+        %% stuck: always selected, parked or not
+        ok = new_run(S, <<"stuck">>),
+        {ok, [[]]} = aion_store:append(S, [#{run_id => <<"stuck">>,
+                                             set => #{status => <<"stuck">>, parked_seq => 1,
+                                                      stuck_reason => <<"{}">>}}]),
+        %% terminal: never selected, parked or not
+        [begin
+             ok = new_run(S, Id),
+             Status(Id, St)
+         end || {Id, St} <- [{<<"done">>, <<"completed">>}, {<<"failed">>, <<"failed">>},
+                             {<<"can">>, <<"continued_as_new">>}]],
+        {ok, [[]]} = aion_store:append(S, [#{run_id => <<"failed">>, allow_closed => true,
+                                             set => #{parked_seq => 5}}]),
+        ?assertEqual([<<"never">>, <<"paused_open">>, <<"stuck">>], resume_ids(S)),
+        {ok, [[2]]} = aion_store:append(S, [#{run_id => <<"moved">>, events => [ev(2)]}]),
+        ?assertEqual([<<"moved">>, <<"never">>, <<"paused_open">>, <<"stuck">>], resume_ids(S)),
+        %% parked past the head (not a clean park) is selected too
+        {ok, [[]]} = parked(S, <<"head">>, 7),
+        ?assertEqual([<<"head">>, <<"moved">>, <<"never">>, <<"paused_open">>, <<"stuck">>],
+                     resume_ids(S)),
+        %% full run maps, ordered by started_at then run_id
+        {ok, Runs} = aion_store:runs_to_resume(S),
+        ?assertEqual([<<"head">>, <<"moved">>, <<"never">>, <<"paused_open">>, <<"stuck">>],
+                     [Id || #{run_id := Id} <- Runs]),
+        ?assertMatch([#{parked_seq := 7, next_seq := 3} | _], Runs)
+    end).
+
+runs_to_resume_after_close_test() ->
+    Path = tmp_path("resume_closed"),
+    try
+        {ok, S} = aion_store:open(Path, #{}),
+        ok = aion_store:close(S),
+        ?assertError(closed, aion_store:runs_to_resume(S))
+    after
+        rm_db(Path)
+    end.
+
+%% The version-1 DDL (aion before parked runs), as the old c_src/store.c wrote it.
+v1_ddl() ->
+    "CREATE TABLE schema_version (version INTEGER NOT NULL);"
+    "CREATE TABLE runs (run_id TEXT NOT NULL PRIMARY KEY, workflow_id TEXT NOT NULL,"
+    " type TEXT NOT NULL, status TEXT NOT NULL, started_at INTEGER NOT NULL,"
+    " closed_at INTEGER, parent TEXT, continued_from TEXT, search_attributes TEXT,"
+    " stuck_reason TEXT, data TEXT, next_seq INTEGER NOT NULL DEFAULT 1,"
+    " last_event INTEGER, create_seq INTEGER NOT NULL UNIQUE);"
+    "CREATE INDEX runs_workflow ON runs (workflow_id, create_seq);"
+    "CREATE INDEX runs_status ON runs (status, started_at, run_id);"
+    "CREATE INDEX runs_started ON runs (started_at, run_id);"
+    "CREATE TABLE events (id INTEGER PRIMARY KEY, run_id TEXT NOT NULL,"
+    " seq INTEGER NOT NULL, type TEXT NOT NULL, recorded_at INTEGER NOT NULL,"
+    " data TEXT NOT NULL, prev INTEGER);"
+    "CREATE TABLE timers (run_id TEXT NOT NULL, timer_id TEXT NOT NULL,"
+    " fire_at INTEGER NOT NULL, PRIMARY KEY (run_id, timer_id)) WITHOUT ROWID;"
+    "CREATE INDEX timers_fire_at ON timers (fire_at);"
+    "CREATE TABLE activity_tasks (run_id TEXT NOT NULL, activity_id TEXT NOT NULL,"
+    " attempt INTEGER NOT NULL, task_queue TEXT NOT NULL, data TEXT NOT NULL,"
+    " PRIMARY KEY (run_id, activity_id)) WITHOUT ROWID;"
+    "INSERT INTO schema_version (version) VALUES (1);"
+    "INSERT INTO events (id, run_id, seq, type, recorded_at, data, prev)"
+    " VALUES (1, 'old', 1, 'workflow_started', 5, '{}', NULL);"
+    "INSERT INTO runs (run_id, workflow_id, type, status, started_at, next_seq, last_event,"
+    " create_seq) VALUES ('old', 'w-old', 'wf', 'running', 5, 2, 1, 1);".
+
+sqlite_cli(Path, Sql) ->
+    File = Path ++ ".sql",
+    ok = file:write_file(File, Sql),
+    try os:cmd("/usr/bin/sqlite3 " ++ Path ++ " < " ++ File)
+    after file:delete(File)
+    end.
+
+migrate_v1_test() ->
+    Path = tmp_path("v1"),
+    Fresh = tmp_path("v2"),
+    try
+        "" = sqlite_cli(Path, v1_ddl()),
+        {ok, S} = aion_store:open(Path, #{}),
+        ?assertMatch({ok, #{run_id := <<"old">>, next_seq := 2, parked_seq := null}},
+                     aion_store:get_run(S, <<"old">>)),
+        ?assertEqual([<<"old">>], resume_ids(S)),
+        {ok, [[2]]} = aion_store:append(S, [#{run_id => <<"old">>, events => [ev(2)],
+                                              set => #{parked_seq => 2}}]),
+        ?assertEqual([], resume_ids(S)),
+        ?assertEqual([1, 2], seqs(S, <<"old">>)),
+        ok = aion_store:close(S),
+        ?assertEqual("2\n", sqlite_cli(Path, "SELECT version FROM schema_version;")),
+        %% the migrated schema is the one a new database gets
+        {ok, S2} = aion_store:open(Fresh, #{}),
+        ok = aion_store:close(S2),
+        Norm = fun(P) -> re:replace(sqlite_cli(P, ".schema"), "\\s+", "", [global, {return, list}]) end,
+        ?assertEqual(Norm(Fresh), Norm(Path)),
+        %% reopening a migrated database changes nothing
+        {ok, S3} = aion_store:open(Path, #{}),
+        ?assertMatch({ok, #{parked_seq := 2}}, aion_store:get_run(S3, <<"old">>)),
+        ok = aion_store:close(S3),
+        ?assertEqual("2\n", sqlite_cli(Path, "SELECT version FROM schema_version;"))
+    after
+        rm_db(Path),
+        rm_db(Fresh)
+    end.
+
+%% A failed migration leaves the version-1 database as it was: a v1 file whose runs
+%% table already has a column named parked_seq makes the ALTER fail.
+migrate_v1_failure_rolls_back_test() ->
+    Path = tmp_path("v1bad"),
+    try
+        "" = sqlite_cli(Path, v1_ddl() ++ "ALTER TABLE runs ADD COLUMN parked_seq TEXT;"),
+        ?assertMatch({error, {sqlite, _, _}}, aion_store:open(Path, #{})),
+        ?assertEqual("1\n", sqlite_cli(Path, "SELECT version FROM schema_version;"))
     after
         rm_db(Path)
     end.
