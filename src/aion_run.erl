@@ -151,7 +151,7 @@ begin_run(Ctx, RunId, {new, Caller, Ref}) ->
     receive
         {aion_go, Ref, Stored} ->
             erlang:demonitor(MRef, [flush]),
-            run(Ctx, RunId, [aion_event:decode(Stored)]);
+            run(Ctx, RunId, [aion_event:decode(Stored)], false);
         {aion_abort, Ref} ->
             erlang:demonitor(MRef, [flush]),
             unregister_run(Ctx, RunId);
@@ -170,13 +170,13 @@ begin_run(#{store := Store} = Ctx, RunId, recover) ->
                     unregister_run(Ctx, RunId);
                 false ->
                     {ok, Stored} = aion_store:history(Store, RunId, 1),
-                    run(Ctx, RunId, aion_event:decode_all(Stored))
+                    run(Ctx, RunId, aion_event:decode_all(Stored), true)
             end;
         {error, not_found} ->
             unregister_run(Ctx, RunId)
     end.
 
-run(Ctx, RunId, Events) ->
+run(Ctx, RunId, Events, Replaying) ->
     R = aion_replay:add_all(Events, aion_replay:new()),
     #{type := workflow_started, workflow_type := TypeBin, input := Input,
       workflow_id := Wid, recorded_at := StartedAt} = Start = aion_replay:event(1, R),
@@ -192,7 +192,7 @@ run(Ctx, RunId, Events) ->
                                   O when is_map(O) -> O;
                                   _ -> #{}
                               end,
-                    replay = R},
+                    replay = R, replaying = Replaying},
             put_st(S),
             logger:update_process_metadata(#{aion_run_id => RunId, aion_workflow_id => Wid}),
             T0 = erlang:monotonic_time(),
@@ -440,7 +440,11 @@ wait(Keys, Cancellable, #wf{replay = R} = S) ->
 
 %% The blocking receive. After `idle_evict_after' ms without an arrival, or when
 %% the residency server asks (`max_resident'), the process evicts itself.
-sleep(Keys, Cancellable, #wf{ctx = Ctx} = S) ->
+sleep(Keys, Cancellable, #wf{ctx = Ctx} = S0) ->
+    %% Blocking: nothing more resolves from the known history, so a rebuilt run has
+    %% caught up and queries see the state of the end of its history.
+    S = S0#wf{replaying = false},
+    put_st(S),
     answer_queries(S),
     settle(),
     Idle = idle_enter(Ctx),
@@ -533,15 +537,18 @@ parked(S) ->
     exit(?STOP(evicted)).
 
 %% @doc A yield point: take retained events, answer queries, bump the wake epoch.
-%% Queries are answered once the code has caught up with the recorded commands
-%% (a replay answers with the state of the end of its history), and always
-%% before the process waits.
+%% Queries are answered once the code has caught up with the recorded commands,
+%% and always before the process waits; a process rebuilding a run from its
+%% history (recovery, rehydration) answers only from its first real wait, so a
+%% query to a suspended run sees the state of the end of its history, not that of
+%% an earlier yield point of the replay (signals are consumed without commands).
 -spec yield(#wf{}) -> #wf{}.
 yield(#wf{ctx = #{mailbox := Mb}} = S) ->
     flush_markers(),
     S1 = take(S),
     R = S1#wf.replay,
-    case aion_replay:position(R) >= aion_replay:commands(R) of
+    case (not S1#wf.replaying) andalso
+        aion_replay:position(R) >= aion_replay:commands(R) of
         true -> answer_queries(S1);
         false -> ok
     end,

@@ -50,7 +50,7 @@ evict_sleeping_run_timer_fires(Config) ->
     start_wf(<<"sleeper">>, #{kind => sleep, ms => 1500}),
     wait_suspended(<<"sleeper">>),
     {ok, #{status := running, pending_timers := [_]}} = describe(<<"sleeper">>),
-    {ok, <<"woke">>} = aion:await(<<"sleeper">>, #{engine => ?E}, 10000),
+    {ok, <<"woke">>} = aion:await(<<"sleeper">>, 10000, #{engine => ?E}),
     ?assertEqual([workflow_started, timer_started, timer_fired, workflow_completed],
                  types(<<"sleeper">>)).
 
@@ -59,7 +59,7 @@ evict_signal_waiter(Config) ->
     start_wf(<<"waiter">>, #{kind => signal}),
     wait_suspended(<<"waiter">>),
     ok = aion:signal(<<"waiter">>, <<"go">>, 42, #{engine => ?E}),
-    {ok, 42} = aion:await(<<"waiter">>, #{engine => ?E}, 10000),
+    {ok, 42} = aion:await(<<"waiter">>, 10000, #{engine => ?E}),
     ?assertEqual([workflow_started, signal_received, workflow_completed],
                  types(<<"waiter">>)).
 
@@ -73,7 +73,7 @@ evict_while_activity_runs(Config) ->
     {Pid, 1} = aion_ct:gate_wait(Gate),
     wait_suspended(<<"gated">>),
     aion_ct:release(Pid, <<"late">>),
-    {ok, <<"late">>} = aion:await(<<"gated">>, #{engine => ?E}, 10000),
+    {ok, <<"late">>} = aion:await(<<"gated">>, 10000, #{engine => ?E}),
     H = aion_ct:history(<<"gated">>, #{engine => ?E}),
     ?assertEqual(1, length([E || #{type := activity_scheduled} = E <- H])).
 
@@ -86,17 +86,17 @@ query_suspended_run(Config) ->
                        end, 5000),
     wait_suspended(<<"counter">>),
     %% The run is rebuilt by replay to answer.
-    {ok, 2} = aion:query(<<"counter">>, <<"count">>, [], #{engine => ?E}),
+    {ok, 2} = aion:query(<<"counter">>, <<"count">>, [], 5000, #{engine => ?E}),
     wait_suspended(<<"counter">>),
     ok = aion:signal(<<"counter">>, <<"inc">>, 1, #{engine => ?E}),
-    {ok, 3} = aion:await(<<"counter">>, #{engine => ?E}, 10000).
+    {ok, 3} = aion:await(<<"counter">>, 10000, #{engine => ?E}).
 
 cancel_suspended_run(Config) ->
     start(Config, #{idle_evict_after => 100}),
     start_wf(<<"cancel-me">>, #{kind => signal}),
     wait_suspended(<<"cancel-me">>),
     ok = aion:cancel(<<"cancel-me">>, <<"stop">>, #{engine => ?E}),
-    {error, _} = aion:await(<<"cancel-me">>, #{engine => ?E}, 10000),
+    {error, _} = aion:await(<<"cancel-me">>, 10000, #{engine => ?E}),
     {ok, #{status := St}} = describe(<<"cancel-me">>),
     ?assert(lists:member(St, [cancelled, failed])).
 
@@ -122,7 +122,7 @@ concurrent_arrivals_one_process(Config) ->
                                Self ! {sent, self()}
                        end) || I <- lists:seq(1, 20)],
     [receive {sent, P} -> ok end || P <- Pids],
-    {ok, 20} = aion:await(<<"herd">>, #{engine => ?E}, 10000),
+    {ok, 20} = aion:await(<<"herd">>, 10000, #{engine => ?E}),
     #{rehydrated := R1} = aion_residency:stats(aion_ctx:get(?E)),
     ?assertEqual(1, R1 - R0).
 
@@ -139,7 +139,7 @@ eviction_races_arrivals(Config) ->
                               _ -> ok
                           end
                   end, lists:seq(1, N)),
-    {ok, N} = aion:await(<<"racy">>, #{engine => ?E}, 30000),
+    {ok, N} = aion:await(<<"racy">>, 30000, #{engine => ?E}),
     ?assertEqual(N, length([x || signal_received <- types(<<"racy">>)])).
 
 max_resident_evicts_longest_idle(Config) ->
@@ -155,7 +155,7 @@ max_resident_evicts_longest_idle(Config) ->
     {ok, #{residency := suspended}} = describe(<<"m1">>),
     {ok, #{residency := resident}} = describe(<<"m20">>),
     [ok = aion:signal(Id, <<"go">>, Id, #{engine => ?E}) || Id <- Ids],
-    [{ok, Id} = aion:await(Id, #{engine => ?E}, 10000) || Id <- Ids],
+    [{ok, Id} = aion:await(Id, 10000, #{engine => ?E}) || Id <- Ids],
     ok.
 
 %% A herd of timers for parked runs, at most 2 rehydrating at once: all complete.
@@ -163,7 +163,7 @@ rehydration_limit(Config) ->
     start(Config, #{idle_evict_after => 50, max_rehydrations => 2}),
     Ids = [<<"t", (integer_to_binary(I))/binary>> || I <- lists:seq(1, 40)],
     [start_wf(Id, #{kind => sleep, ms => 1000}) || Id <- Ids],
-    [{ok, <<"woke">>} = aion:await(Id, #{engine => ?E}, 20000) || Id <- Ids],
+    [{ok, <<"woke">>} = aion:await(Id, 20000, #{engine => ?E}) || Id <- Ids],
     #{rehydrated := R, queued := 0, rehydrating := 0} =
         aion_residency:stats(aion_ctx:get(?E)),
     ?assert(R >= 1).
@@ -175,7 +175,7 @@ default_never_evicts(Config) ->
     aion_ct:wait_until(fun() -> blocked(<<"stay">>) end, 5000),
     {ok, #{residency := resident}} = describe(<<"stay">>),
     ok = aion:signal(<<"stay">>, <<"go">>, 1, #{engine => ?E}),
-    {ok, 1} = aion:await(<<"stay">>, #{engine => ?E}, 5000).
+    {ok, 1} = aion:await(<<"stay">>, 5000, #{engine => ?E}).
 
 %%% ===========================================================================
 %%% kill -9 with 10,000 parked runs
@@ -199,11 +199,11 @@ kill9_with_10k_parked(Config) ->
     Max = watch_resident(<<"due", (integer_to_binary(?DUE))/binary>>, 0),
     ?assert(Max =< ?DUE),
     [{ok, <<"woke">>} = aion:await(<<"due", (integer_to_binary(I))/binary>>,
-                                   #{engine => ?E}, 20000) || I <- lists:seq(1, ?DUE)],
+                                   20000, #{engine => ?E}) || I <- lists:seq(1, ?DUE)],
     %% Signal 100 of the signal waiters: each comes back and completes.
     Sig = [<<"sig", (integer_to_binary(I))/binary>> || I <- lists:seq(1, 100)],
     [ok = aion:signal(Id, <<"go">>, 1, #{engine => ?E}) || Id <- Sig],
-    [{ok, 1} = aion:await(Id, #{engine => ?E}, 20000) || Id <- Sig],
+    [{ok, 1} = aion:await(Id, 20000, #{engine => ?E}) || Id <- Sig],
     {ok, Running} = aion:count(#{status => running, engine => ?E}),
     ?assertEqual(?PARKED - ?DUE - 100, Running),
     {ok, #{residency := suspended, status := running}} = describe(<<"hour1">>),
