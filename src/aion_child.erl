@@ -45,6 +45,7 @@
 
 -define(FAR, 253402300799999).   % year 9999: a guard timer row never falls due
 -define(OPEN, [<<"running">>, <<"paused">>, <<"stuck">>]).
+-define(RECOVER_PAGE, 5000).
 -define(START_KEYS, [id, id_reuse_policy, execution_timeout, run_timeout,
                      search_attributes, task_queue, parent_close_policy]).
 -define(CAN_KEYS, [workflow_type, run_timeout, task_queue, search_attributes]).
@@ -706,8 +707,23 @@ run_task(closed_task, [Ctx, RunId, Wid, HasParent, HasChildren]) ->
     _ = [report(Ctx, RunId) || HasParent],
     _ = [close_children(Ctx, RunId, Wid) || HasChildren],
     ok;
-run_task(recover_task, [#{store := Store} = Ctx]) ->
-    {ok, Runs} = aion_store:runs_by_status(Store, ?OPEN),
+run_task(recover_task, [Ctx]) ->
+    recover_page(Ctx, #{status => ?OPEN, limit => ?RECOVER_PAGE}).
+
+%% Open runs are read a page at a time: with a million parked runs in the database
+%% this task must not hold all their rows at once.
+recover_page(#{store := Store} = Ctx, Filter) ->
+    {ok, Runs} = aion_store:list(Store, Filter),
+    recover_children(Ctx, Runs),
+    case length(Runs) < ?RECOVER_PAGE of
+        true ->
+            ok;
+        false ->
+            #{started_at := At, run_id := RunId} = lists:last(Runs),
+            recover_page(Ctx, Filter#{cursor => {At, RunId}})
+    end.
+
+recover_children(#{store := Store} = Ctx, Runs) ->
     lists:foreach(
       fun(#{parent := Parent} = Run) when is_binary(Parent) ->
               case aion_store:get_run(Store, Parent) of
