@@ -175,6 +175,6 @@ checkpoint({M, Ref}) -> M:checkpoint(Ref).
 %% whose `parked_seq' is `null' or differs from its history length
 %% (`next_seq - 1': an event was appended after it was parked). Ordered by
 %% started_at, then run_id. Reads every running, paused and stuck row of `runs'
-%% (about 0.15 s for a million parked runs; see `docs/internals/store.md').
+%% (0.14-0.21 s for a million parked runs; see `docs/internals/store.md').
 -spec runs_to_resume(store()) -> {ok, [run()]} | {error, term()}.
 runs_to_resume({M, Ref}) -> M:runs_to_resume(Ref).
