@@ -116,8 +116,17 @@ handle_info({'$aion_settled', Pid}, #{active := A} = S) ->
         error ->
             {noreply, S}
     end;
-handle_info({'DOWN', _MRef, process, Pid, _}, #{active := A, evicting := E} = S) ->
-    {noreply, pump(S#{active := maps:remove(Pid, A), evicting := maps:remove(Pid, E)})};
+handle_info({'DOWN', _MRef, process, Pid, _}, #{engine := Engine, active := A,
+                                                 evicting := E} = S) ->
+    S1 = pump(S#{active := maps:remove(Pid, A)}),
+    case maps:take(Pid, E) of
+        {_, E1} ->
+            %% An asked process is gone: count again (registrations that came while
+            %% it was still counted may have left the engine over the limit).
+            {noreply, evict_idle(aion_ctx:get(Engine), S1#{evicting := E1})};
+        error ->
+            {noreply, S1}
+    end;
 handle_info(_Msg, S) ->
     {noreply, S}.
 
