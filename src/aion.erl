@@ -51,6 +51,7 @@
 -type outcome() :: {ok, term()} | {error, {failed, term()}} | {error, {cancelled, term()}}
                  | {error, {terminated, term()}} | {error, timed_out}.
 
+-define(START_WAIT_MS, 2000).
 -define(DEFAULT_ENGINE, aion_default).
 -define(START_KEYS, [engine, id, id_reuse_policy, id_conflict_policy, execution_timeout,
                      run_timeout, search_attributes, task_queue]).
@@ -159,8 +160,98 @@ search_attributes_json(#{search_attributes := SA}) ->
 search_attributes_json(_) ->
     {ok, #{}}.
 
-create(#{store := Store} = Ctx, Type, O, RunId, Wid, Now, {EvType, _, Data} = Row, SA,
-       Deadlines) ->
+create(Ctx, Type, O, RunId, Wid, Now, Row, SA, Deadlines) ->
+    Create = SA#{workflow_id => Wid, type => atom_to_binary(Type, utf8),
+                 status => <<"running">>, started_at => Now,
+                 id_reuse_policy => maps:get(id_reuse_policy, O, allow_duplicate)},
+    case maps:get('$extra_events', O, []) of
+        [] ->
+            Op = #{run_id => RunId, events => [Row], create => Create,
+                   timers_put => Deadlines},
+            case create_fresh(Ctx, RunId, Op, Deadlines) of
+                ok -> {ok, #{workflow_id => Wid, run_id => RunId}};
+                {error, {already_started, Existing}} -> conflict(Ctx, O, Wid, Existing);
+                {error, _} = E -> E
+            end;
+        _ ->
+            create_new(Ctx, Type, O, RunId, Wid, Now, Row, SA, Deadlines)
+    end.
+
+%% A top-level start without extra events: the run's process commits
+%% `workflow_started' together with its first command (or its result) and answers
+%% (aion_run:begin_run/3, design.md section 3). A process that neither answers
+%% within ?START_WAIT_MS (its code blocks outside aion before its first command, or
+%% the store is that slow) nor is alive any more is taken over: it is killed and the
+%% caller commits the start itself, so `aion:start/3' still returns only after
+%% `workflow_started' is committed and exactly one process runs the run.
+create_fresh(Ctx, RunId, Op, Deadlines) ->
+    Ref = make_ref(),
+    Start = #{caller => self(), ref => Ref, op => Op, deadlines => Deadlines},
+    case aion_run_sup:start_fresh(Ctx, RunId, Start) of
+        {ok, Pid} ->
+            MRef = erlang:monitor(process, Pid),
+            receive
+                {aion_started, Ref, Result} ->
+                    erlang:demonitor(MRef, [flush]),
+                    Result;
+                {'DOWN', MRef, process, Pid, _} ->
+                    take_over(Ctx, RunId, Op, Deadlines, Ref)
+            after ?START_WAIT_MS ->
+                    ok = aion_run:kill(Ctx, RunId),
+                    erlang:demonitor(MRef, [flush]),
+                    take_over(Ctx, RunId, Op, Deadlines, Ref)
+            end;
+        {error, _} = E ->
+            E
+    end.
+
+%% The run's process is dead (and unregistered). A refusal it sent decides;
+%% otherwise the caller appends the start itself: the store serialises this behind
+%% any append the process queued, so `already_exists' means the process committed
+%% it (and may have answered `ok' just before it was killed).
+take_over(#{store := Store} = Ctx, RunId, Op, Deadlines, Ref) ->
+    ok = aion_run:kill(Ctx, RunId),
+    Answer = receive {aion_started, Ref, Result} -> Result
+             after 0 -> none
+             end,
+    case Answer of
+        {error, _} = E ->
+            E;
+        _ ->
+            case aion_store:append(Store, [Op]) of
+                {ok, _} ->
+                    resume_taken(Ctx, RunId, Deadlines, false);
+                {error, {already_exists, RunId}} ->
+                    resume_taken(Ctx, RunId, Deadlines, true);
+                {error, _} = E ->
+                    E
+            end
+    end.
+
+%% A committed run without a process: arm its deadlines and start a process that
+%% replays its history. When the dead process had committed its first command, the
+%% command's effect may be missing: activities are dispatched here (a dispatched
+%% one is ignored), timers come from the timer service's rescan, a child from the
+%% next engine start's recovery.
+resume_taken(#{store := Store} = Ctx, RunId, Deadlines, Committed) ->
+    lists:foreach(fun({Id, At}) -> aion_timers:arm(Ctx, RunId, Id, At) end, Deadlines),
+    _ = aion_run_sup:start_run(Ctx, RunId),
+    case Committed of
+        true ->
+            {ok, Rows} = aion_store:activity_tasks(Store, RunId),
+            lists:foreach(fun(R) ->
+                                  aion_activity_runner:dispatch(
+                                    Ctx, aion_activity_runner:task_from_row(R))
+                          end, Rows);
+        false ->
+            ok
+    end,
+    ok.
+
+%% The start path that commits `workflow_started' (with `Extra' events) before the
+%% run's process runs: signal_with_start.
+create_new(#{store := Store} = Ctx, Type, O, RunId, Wid, Now, {EvType, _, Data} = Row, SA,
+           Deadlines) ->
     Ref = make_ref(),
     case aion_run_sup:start_new(Ctx, RunId, Ref) of
         {ok, Pid} ->

@@ -19,29 +19,41 @@
 
 -export([start_link/3, init/4, kill/2, whereis/2]).
 %% Machinery for aion_workflow (same process).
--export([st/0, st_cmd/0, put_st/1, append/2, block/2, stuck/2, now_ms/0, yield/1]).
+-export([st/0, st_cmd/0, put_st/1, append/2, block/2, stuck/2, now_ms/0, yield/1,
+         ensure_started/1]).
 %% Machinery for aion_child (same process).
 -export([cleanup/1, stop/2, store_failed/2]).
 
 -define(STOP(Why), {aion_run_stopped, Why}).
 -define(WID_KEY, '$aion_wid').
+%% The uncommitted start of a fresh top-level run (see begin_run/3): its
+%% `workflow_started' op goes into the run's first append.
+-define(START_KEY, '$aion_start').
+
+-type fresh_start() :: #{caller := pid(), ref := reference(), op := map(),
+                         deadlines := [{binary(), integer()}]}.
+-export_type([fresh_start/0]).
 
 %%% ===========================================================================
 %%% Process life
 %%% ===========================================================================
 
 %% @doc Starts a workflow process for `RunId' of engine `Engine' (called by
-%% `aion_run_sup'). `Mode' is `recover' (load history, replay, continue) or
+%% `aion_run_sup'). `Mode' is `recover' (load history, replay, continue),
 %% `{new, Caller, Ref}' (a fresh run: wait for `Caller' to commit
-%% `workflow_started' and send it). Returns `{error, {already_resident, Pid}}' when
-%% the run already has a process.
--spec start_link(atom(), binary(), recover | {new, pid(), reference()}) ->
+%% `workflow_started' and send it) or `{fresh, Start}' (a fresh top-level run whose
+%% `workflow_started' op the process commits itself, together with the run's first
+%% command or its result, then answers the caller `{aion_started, Ref, ok |
+%% {error, Reason}}'). Returns `{error, {already_resident, Pid}}' when the run
+%% already has a process.
+-spec start_link(atom(), binary(), recover | {new, pid(), reference()} | {fresh, fresh_start()}) ->
           {ok, pid()} | {error, term()}.
 start_link(Engine, RunId, Mode) ->
     proc_lib:start_link(?MODULE, init, [Engine, RunId, Mode, self()]).
 
 %% @doc proc_lib entry point.
--spec init(atom(), binary(), recover | {new, pid(), reference()}, pid()) -> ok.
+-spec init(atom(), binary(), recover | {new, pid(), reference()} | {fresh, fresh_start()},
+           pid()) -> ok.
 init(Engine, RunId, Mode, Parent) ->
     Ctx = aion_ctx:get(Engine),
     case register_run(Ctx, RunId) of
@@ -123,6 +135,11 @@ kill(#{runs := Runs} = Ctx, RunId) ->
             ok
     end.
 
+begin_run(Ctx, RunId, {fresh, #{op := #{events := [{EvType, At, Data}]}} = Start}) ->
+    %% Nothing is recorded yet: the code runs up to its first command (or its
+    %% result), whose append carries the start (append/2, ensure_started/1, close/3).
+    put(?START_KEY, Start),
+    run(Ctx, RunId, [aion_event:decode({1, EvType, At, Data})]);
 begin_run(Ctx, RunId, {new, Caller, Ref}) ->
     MRef = erlang:monitor(process, Caller),
     receive
@@ -155,7 +172,10 @@ run(Ctx, RunId, Events) ->
     #{type := workflow_started, workflow_type := TypeBin, input := Input,
       workflow_id := Wid, recorded_at := StartedAt} = Start = aion_replay:event(1, R),
     Type = binary_to_atom(TypeBin, utf8),
-    register_wid(Ctx, Wid, RunId),
+    case get(?START_KEY) of
+        undefined -> register_wid(Ctx, Wid, RunId);
+        _ -> ok    % registered once the start is committed (started/3)
+    end,
     case aion_util:check_type(Type) of
         ok ->
             S = #wf{ctx = Ctx, run_id = RunId, workflow_id = Wid, type = Type,
@@ -182,6 +202,11 @@ run(Ctx, RunId, Events) ->
                 _ -> ok   % stopped (stuck, or closed from outside): nothing to record
             end;
         {error, Why} ->
+            case erase(?START_KEY) of
+                undefined -> ok;
+                #{caller := Caller, ref := Ref} ->
+                    Caller ! {aion_started, Ref, {error, {unknown_workflow_type, Type}}}
+            end,
             logger:error("aion: run ~ts of workflow ~ts cannot resume: type ~p ~p",
                          [RunId, Wid, Type, Why]),
             unregister_run(Ctx, RunId)
@@ -219,8 +244,20 @@ close(Result, #wf{replay = R} = S, T0) ->
             Op = #{run_id => RunId, events => [Row],
                    set => #{status => FinalStatus, closed_at => Now},
                    clear_rows => true},
-            case aion_store:append(Store, [Op]) of
-                {ok, [[Seq]]} ->
+            %% A run that ends before its first command records its start in the
+            %% same transaction (its deadline rows are moot: the run is closed).
+            Start = erase(?START_KEY),
+            Op1 = with_start(Start, Op, no_deadlines),
+            case aion_store:append(Store, [Op1]) of
+                {error, Reason} when Start =/= undefined ->
+                    started(Start, {error, Reason}, no_deadlines, S),
+                    unregister_run(Ctx, RunId);
+                {ok, [Seqs0]} ->
+                    %% A closed run is never registered for await (no_deadlines).
+                    [Seq] = case Start of
+                                undefined -> Seqs0;
+                                _ -> started(Start, ok, no_deadlines, S), tl(Seqs0)
+                            end,
                     {T1, At, D1} = Row,
                     Ev = aion_event:decode({Seq, T1, At, D1}),
                     unregister_run(Ctx, RunId),
@@ -280,6 +317,7 @@ stuck(#{expected := Exp, got := Got, seq := Seq} = D,
                  "history has ~0p, code issued ~0p; the run is stuck until aion:retry/1",
                  [Wid, RunId, Type, Seq, Exp, Got]),
     {ok, Json} = aion_json:encode_bin(D#{kind => nondeterminism}),
+    _ = ensure_started(S),
     Op = #{run_id => RunId, set => #{status => <<"stuck">>, stuck_reason => Json}},
     case aion_store:append(Store, [Op]) of
         {ok, _} -> ok;
@@ -347,8 +385,14 @@ now_ms() ->
           {ok, [aion_event:event()], #wf{}} | {error, {task_gone | timer_gone, binary()}}.
 append(Op, #wf{ctx = #{store := Store}, run_id = RunId, replay = R} = S) ->
     Rows = maps:get(events, Op, []),
-    case aion_store:append(Store, [Op#{run_id => RunId}]) of
-        {ok, [Seqs]} ->
+    %% The run's first command carries its start (one commit instead of two).
+    Start = erase(?START_KEY),
+    case aion_store:append(Store, [with_start(Start, Op#{run_id => RunId}, deadlines)]) of
+        {ok, [Seqs0]} ->
+            Seqs = case Start of
+                       undefined -> Seqs0;
+                       _ -> started(Start, ok, deadlines, S), tl(Seqs0)
+                   end,
             Evs = [aion_event:decode({Seq, T, At, iolist_to_binary(D)})
                    || {Seq, {T, At, D}} <- lists:zip(Seqs, Rows)],
             R1 = lists:foldl(fun(#{seq := Sq} = E, Acc) ->
@@ -357,6 +401,8 @@ append(Op, #wf{ctx = #{store := Store}, run_id = RunId, replay = R} = S) ->
             S1 = S#wf{replay = R1},
             put_st(S1),
             {ok, Evs, S1};
+        {error, Reason} when Start =/= undefined ->
+            start_refused(Start, Reason, S);
         {error, closed} ->
             closed_from_outside(S);
         {error, {task_gone, _}} = E ->
@@ -366,6 +412,62 @@ append(Op, #wf{ctx = #{store := Store}, run_id = RunId, replay = R} = S) ->
         {error, Reason} ->
             store_failed(Reason, S)
     end.
+
+%% @doc Commits the start of a fresh run that has not recorded anything yet (its
+%% code waits, answers queries or acts before issuing a command); a no-op
+%% otherwise. Stops the process (nothing recorded; the caller of `aion:start/3'
+%% gets the error) when the store refuses the start.
+-spec ensure_started(#wf{}) -> #wf{}.
+ensure_started(#wf{ctx = #{store := Store}} = S) ->
+    case erase(?START_KEY) of
+        undefined ->
+            S;
+        #{op := Op} = Start ->
+            case aion_store:append(Store, [Op]) of
+                {ok, _} -> started(Start, ok, deadlines, S), S;
+                {error, Reason} -> start_refused(Start, Reason, S)
+            end
+    end.
+
+%% The op with the pending start in front: the start's events come first (seq 1),
+%% its `create' and deadline timers go with them. `no_deadlines' for a closing op.
+with_start(undefined, Op, _) ->
+    Op;
+with_start(#{op := #{events := StartRows, create := Create} = SOp}, Op, Deadlines) ->
+    Timers = case Deadlines of
+                 deadlines -> maps:get(timers_put, SOp, []) ++ maps:get(timers_put, Op, []);
+                 no_deadlines -> maps:get(timers_put, Op, [])
+             end,
+    Op1 = (maps:remove(expected_seq, Op))#{events => StartRows ++ maps:get(events, Op, []),
+                                          create => Create},
+    case Timers of
+        [] -> maps:remove(timers_put, Op1);
+        _ -> Op1#{timers_put => Timers}
+    end.
+
+%% After the start's commit (Result = ok) or its refusal: registers the run for
+%% `aion:await/2', arms its deadlines and answers the caller of `aion:start/3'.
+started(#{caller := Caller, ref := Ref, deadlines := Deadlines},
+        Result, Arm, #wf{ctx = Ctx, run_id = RunId, workflow_id = Wid}) ->
+    case {Result, Arm} of
+        {ok, deadlines} ->
+            register_wid(Ctx, Wid, RunId),
+            Caller ! {aion_started, Ref, ok},
+            lists:foreach(fun({Id, At}) -> aion_timers:arm(Ctx, RunId, Id, At) end,
+                          Deadlines);
+        _ ->
+            Caller ! {aion_started, Ref, Result}
+    end,
+    ok.
+
+%% The store refused the start: nothing is recorded, the caller gets the error and
+%% the process stops.
+-spec start_refused(fresh_start(), term(), #wf{}) -> no_return().
+start_refused(Start, Reason, #wf{ctx = Ctx, run_id = RunId} = S) ->
+    started(Start, {error, Reason}, deadlines, S),
+    unregister_run(Ctx, RunId),
+    put_st(S#wf{stopped = crashed}),
+    exit(?STOP(crashed)).
 
 %% @doc The store refused an append for a reason other than the run's state (an
 %% SQLite error): the workflow must not observe it as its own failure. The process
@@ -425,7 +527,8 @@ sleep(Keys, Cancellable, S) ->
 %% (a replay answers with the state of the end of its history), and always
 %% before the process waits.
 -spec yield(#wf{}) -> #wf{}.
-yield(#wf{ctx = #{mailbox := Mb}} = S) ->
+yield(#wf{ctx = #{mailbox := Mb}} = S0) ->
+    S = ensure_started(S0),
     flush_markers(),
     S1 = take(S),
     R = S1#wf.replay,
