@@ -190,8 +190,10 @@ run(Ctx, RunId, Events) ->
             put_st(S),
             logger:update_process_metadata(#{aion_run_id => RunId, aion_workflow_id => Wid}),
             T0 = erlang:monotonic_time(),
-            aion_telemetry:execute([aion, workflow, start], #{system_time => erlang:system_time()},
-                                   meta(S)),
+            case get(?START_KEY) of
+                undefined -> start_telemetry(S);
+                _ -> ok    % once the start is committed (started/4)
+            end,
             Result = try {return, Type:run(Input)}
                      catch
                          exit:?STOP(_) -> stopped;
@@ -211,6 +213,10 @@ run(Ctx, RunId, Events) ->
                          [RunId, Wid, Type, Why]),
             unregister_run(Ctx, RunId)
     end.
+
+start_telemetry(S) ->
+    aion_telemetry:execute([aion, workflow, start], #{system_time => erlang:system_time()},
+                           meta(S)).
 
 meta(#wf{ctx = #{name := Engine}, run_id = RunId, workflow_id = Wid, type = Type}) ->
     #{engine => Engine, run_id => RunId, workflow_id => Wid, type => Type}.
@@ -448,13 +454,17 @@ with_start(#{op := #{events := StartRows, create := Create} = SOp}, Op, Deadline
 %% After the start's commit (Result = ok) or its refusal: registers the run for
 %% `aion:await/2', arms its deadlines and answers the caller of `aion:start/3'.
 started(#{caller := Caller, ref := Ref, deadlines := Deadlines},
-        Result, Arm, #wf{ctx = Ctx, run_id = RunId, workflow_id = Wid}) ->
+        Result, Arm, #wf{ctx = Ctx, run_id = RunId, workflow_id = Wid} = S) ->
     case {Result, Arm} of
         {ok, deadlines} ->
             register_wid(Ctx, Wid, RunId),
             Caller ! {aion_started, Ref, ok},
+            start_telemetry(S),
             lists:foreach(fun({Id, At}) -> aion_timers:arm(Ctx, RunId, Id, At) end,
                           Deadlines);
+        {ok, no_deadlines} ->
+            Caller ! {aion_started, Ref, ok},
+            start_telemetry(S);
         _ ->
             Caller ! {aion_started, Ref, Result}
     end,
