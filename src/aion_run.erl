@@ -207,7 +207,8 @@ run(Ctx, RunId, Events) ->
             case erase(?START_KEY) of
                 undefined -> ok;
                 #{caller := Caller, ref := Ref} ->
-                    Caller ! {aion_started, Ref, {error, {unknown_workflow_type, Type}}}
+                    Caller ! {aion_started, Ref, {error, {unknown_workflow_type, Type}}},
+                    ok
             end,
             logger:error("aion: run ~ts of workflow ~ts cannot resume: type ~p ~p",
                          [RunId, Wid, Type, Why]),
@@ -466,9 +467,9 @@ started(#{caller := Caller, ref := Ref, deadlines := Deadlines},
             Caller ! {aion_started, Ref, ok},
             start_telemetry(S);
         _ ->
-            Caller ! {aion_started, Ref, Result}
-    end,
-    ok.
+            Caller ! {aion_started, Ref, Result},
+            ok
+    end.
 
 %% The store refused the start: nothing is recorded, the caller gets the error and
 %% the process stops.
