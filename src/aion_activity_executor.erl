@@ -7,7 +7,8 @@
 %% process dictionary holds the `aion_activity' context. Before every attempt the
 %% executor asks the runner for a slot (`aion_activity_runner:acquire/3'), so the
 %% pool bound and pauses apply to retries too; the slot is given back when the
-%% attempt ends. Named activities (run by `aion_worker's) take no slot of this
+%% attempt ends. The first attempt's slot may come with the start instead
+%% ({@link start_link/3}: the runner had one free at dispatch). Named activities (run by `aion_worker's) take no slot of this
 %% node's pool, but are held by pauses all the same.
 %%
 %% Timeouts: `start_to_close_timeout' (from the attempt's start) and
