@@ -68,8 +68,11 @@ start(Type, Input) ->
 
 %% @doc Starts a workflow of type `Type' (a module implementing `aion_workflow')
 %% with JSON input `Input'. Returns once `workflow_started' and the run row are
-%% durable; the workflow process then runs `Type:run(Input)' (with the input as
-%% decoded from history: map keys are binaries).
+%% durable. The workflow process runs `Type:run(Input)' (with the input as decoded
+%% from history: map keys are binaries) and commits `workflow_started' in the
+%% transaction of the run's first command or result, so the call returns after the
+%% workflow's first step is recorded too (a process that has not committed within
+%% 2 s is replaced: the start is then committed by the caller and the run replayed).
 %%
 %% Options: `id' (binary; default a UUIDv4), `id_reuse_policy' (`allow_duplicate'
 %% (default) | `allow_duplicate_failed_only' | `reject_duplicate'; an open run

@@ -174,7 +174,7 @@ run(Ctx, RunId, Events) ->
     Type = binary_to_atom(TypeBin, utf8),
     case get(?START_KEY) of
         undefined -> register_wid(Ctx, Wid, RunId);
-        _ -> ok    % registered once the start is committed (started/3)
+        _ -> ok    % registered once the start is committed (started/4)
     end,
     case aion_util:check_type(Type) of
         ok ->
