@@ -52,6 +52,7 @@
                  | {error, {terminated, term()}} | {error, timed_out}.
 
 -define(START_WAIT_MS, 2000).
+-define(START_WAIT_MAX_MS, 20000).
 -define(DEFAULT_ENGINE, aion_default).
 -define(START_KEYS, [engine, id, id_reuse_policy, id_conflict_policy, execution_timeout,
                      run_timeout, search_attributes, task_queue]).
@@ -71,8 +72,9 @@ start(Type, Input) ->
 %% durable. The workflow process runs `Type:run(Input)' (with the input as decoded
 %% from history: map keys are binaries) and commits `workflow_started' in the
 %% transaction of the run's first command or result, so the call returns after the
-%% workflow's first step is recorded too (a process that has not committed within
-%% 2 s is replaced: the start is then committed by the caller and the run replayed).
+%% workflow's first step is recorded too (a process whose code blocks outside aion
+%% before its first command is replaced after 2 s: the caller then commits the start
+%% and the run is replayed).
 %%
 %% Options: `id' (binary; default a UUIDv4), `id_reuse_policy' (`allow_duplicate'
 %% (default) | `allow_duplicate_failed_only' | `reject_duplicate'; an open run
@@ -182,30 +184,45 @@ create(Ctx, Type, O, RunId, Wid, Now, Row, SA, Deadlines) ->
 
 %% A top-level start without extra events: the run's process commits
 %% `workflow_started' together with its first command (or its result) and answers
-%% (aion_run:begin_run/3, design.md section 3). A process that neither answers
-%% within ?START_WAIT_MS (its code blocks outside aion before its first command, or
-%% the store is that slow) nor is alive any more is taken over: it is killed and the
-%% caller commits the start itself, so `aion:start/3' still returns only after
-%% `workflow_started' is committed and exactly one process runs the run.
+%% (aion_run:begin_run/3, docs/internals/workflow_process.md). A process that dies
+%% without answering, or whose code blocks outside aion before its first command
+%% (seen after ?START_WAIT_MS), or computes for longer than ?START_WAIT_MAX_MS, is
+%% taken over: it is killed and the caller commits the start itself, so
+%% `aion:start/3' still returns only after `workflow_started' is committed and
+%% exactly one process runs the run.
 create_fresh(Ctx, RunId, Op, Deadlines) ->
     Ref = make_ref(),
     Start = #{caller => self(), ref => Ref, op => Op, deadlines => Deadlines},
     case aion_run_sup:start_fresh(Ctx, RunId, Start) of
         {ok, Pid} ->
             MRef = erlang:monitor(process, Pid),
-            receive
-                {aion_started, Ref, Result} ->
-                    erlang:demonitor(MRef, [flush]),
-                    Result;
-                {'DOWN', MRef, process, Pid, _} ->
-                    take_over(Ctx, RunId, Op, Deadlines, Ref)
-            after ?START_WAIT_MS ->
+            await_started(Ctx, RunId, Op, Deadlines, Ref, Pid, MRef, 0);
+        {error, _} = E ->
+            E
+    end.
+
+%% Every ?START_WAIT_MS without an answer: a process waiting for the store (its
+%% start is being committed) or still computing (up to ?START_WAIT_MAX_MS) is given
+%% more time; one blocked in a receive of its own code is taken over.
+await_started(Ctx, RunId, Op, Deadlines, Ref, Pid, MRef, Waited) ->
+    receive
+        {aion_started, Ref, Result} ->
+            erlang:demonitor(MRef, [flush]),
+            Result;
+        {'DOWN', MRef, process, Pid, _} ->
+            take_over(Ctx, RunId, Op, Deadlines, Ref)
+    after ?START_WAIT_MS ->
+            Waited1 = Waited + ?START_WAIT_MS,
+            case erlang:process_info(Pid, [status, current_function]) of
+                [{status, waiting}, {current_function, {aion_store_sqlite, _, _}}] ->
+                    await_started(Ctx, RunId, Op, Deadlines, Ref, Pid, MRef, Waited1);
+                [{status, St}, _] when St =/= waiting, Waited1 < ?START_WAIT_MAX_MS ->
+                    await_started(Ctx, RunId, Op, Deadlines, Ref, Pid, MRef, Waited1);
+                _ ->
                     ok = aion_run:kill(Ctx, RunId),
                     erlang:demonitor(MRef, [flush]),
                     take_over(Ctx, RunId, Op, Deadlines, Ref)
-            end;
-        {error, _} = E ->
-            E
+            end
     end.
 
 %% The run's process is dead (and unregistered). A refusal it sent decides;
