@@ -3,10 +3,12 @@
 %%
 %% A process registers in the engine's `runs' table before it learns the history
 %% (design.md section 3), so every event committed after that is delivered to it
-%% and every event committed before is in what it loads. A fresh run (started by
-%% `aion:start/3') is spawned before its `workflow_started' commit and told the
-%% event afterwards, so it never reads history; a recovered run loads its history
-%% once and replays. The history lives in memory (`aion_replay'); the hot path
+%% and every event committed before is in what it loads. A fresh top-level run
+%% (`aion:start/3') is handed its uncommitted `workflow_started' and commits it
+%% with its first command or result (`{fresh, Start}'); other fresh runs (children,
+%% continue-as-new, signal_with_start) are spawned before their start commit and
+%% told the event afterwards. Neither reads history; a recovered run loads its
+%% history once and replays. The history lives in memory (`aion_replay'); the hot path
 %% never reads the store.
 %%
 %% The run state sits in the process dictionary (`aion_run.hrl') where the
