@@ -732,7 +732,9 @@ static void send_replies(db_res *db, req_t *list)
 
 /* The writer: takes everything queued (up to MAX_BATCH), applies and commits it,
  * and hands the committed batch to the reply thread when it takes the next one
- * (record, then acknowledge; the writer never waits for the replies). */
+ * (record, then acknowledge; the writer never waits for the replies). A batch of
+ * one request is answered by the writer itself: a lone caller (the latency path)
+ * saves the wake-up of the reply thread, and one enif_send costs the writer little. */
 void *store_writer_main(void *arg)
 {
     db_res *db = arg;
@@ -772,7 +774,10 @@ void *store_writer_main(void *arg)
         enif_mutex_unlock(db->mu);
         if (batch_apply(db, batch, 0) != 0)
             (void)batch_apply(db, batch, 1);
-        done = batch;
+        if (batch->next == NULL)
+            send_replies(db, batch); /* one caller: answer it now, no thread hop */
+        else
+            done = batch;
     }
     return NULL;
 }

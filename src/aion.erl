@@ -51,6 +51,8 @@
 -type outcome() :: {ok, term()} | {error, {failed, term()}} | {error, {cancelled, term()}}
                  | {error, {terminated, term()}} | {error, timed_out}.
 
+-define(START_WAIT_MS, 2000).
+-define(START_WAIT_MAX_MS, 20000).
 -define(DEFAULT_ENGINE, aion_default).
 -define(START_KEYS, [engine, id, id_reuse_policy, id_conflict_policy, execution_timeout,
                      run_timeout, search_attributes, task_queue]).
@@ -67,8 +69,12 @@ start(Type, Input) ->
 
 %% @doc Starts a workflow of type `Type' (a module implementing `aion_workflow')
 %% with JSON input `Input'. Returns once `workflow_started' and the run row are
-%% durable; the workflow process then runs `Type:run(Input)' (with the input as
-%% decoded from history: map keys are binaries).
+%% durable. The workflow process runs `Type:run(Input)' (with the input as decoded
+%% from history: map keys are binaries) and commits `workflow_started' in the
+%% transaction of the run's first command or result, so the call returns after the
+%% workflow's first step is recorded too (a process whose code blocks outside aion
+%% before its first command is replaced after 2 s: the caller then commits the start
+%% and the run is replayed).
 %%
 %% Options: `id' (binary; default a UUIDv4), `id_reuse_policy' (`allow_duplicate'
 %% (default) | `allow_duplicate_failed_only' | `reject_duplicate'; an open run
@@ -159,8 +165,113 @@ search_attributes_json(#{search_attributes := SA}) ->
 search_attributes_json(_) ->
     {ok, #{}}.
 
-create(#{store := Store} = Ctx, Type, O, RunId, Wid, Now, {EvType, _, Data} = Row, SA,
-       Deadlines) ->
+create(Ctx, Type, O, RunId, Wid, Now, Row, SA, Deadlines) ->
+    Create = SA#{workflow_id => Wid, type => atom_to_binary(Type, utf8),
+                 status => <<"running">>, started_at => Now,
+                 id_reuse_policy => maps:get(id_reuse_policy, O, allow_duplicate)},
+    case maps:get('$extra_events', O, []) of
+        [] ->
+            Op = #{run_id => RunId, events => [Row], create => Create,
+                   timers_put => Deadlines},
+            case create_fresh(Ctx, RunId, Op, Deadlines) of
+                ok -> {ok, #{workflow_id => Wid, run_id => RunId}};
+                {error, {already_started, Existing}} -> conflict(Ctx, O, Wid, Existing);
+                {error, _} = E -> E
+            end;
+        _ ->
+            create_new(Ctx, Type, O, RunId, Wid, Now, Row, SA, Deadlines)
+    end.
+
+%% A top-level start without extra events: the run's process commits
+%% `workflow_started' together with its first command (or its result) and answers
+%% (aion_run:begin_run/3, docs/internals/workflow_process.md). A process that dies
+%% without answering, or whose code blocks outside aion before its first command
+%% (seen after ?START_WAIT_MS), or computes for longer than ?START_WAIT_MAX_MS, is
+%% taken over: it is killed and the caller commits the start itself, so
+%% `aion:start/3' still returns only after `workflow_started' is committed and
+%% exactly one process runs the run.
+create_fresh(Ctx, RunId, Op, Deadlines) ->
+    Ref = make_ref(),
+    Start = #{caller => self(), ref => Ref, op => Op, deadlines => Deadlines},
+    case aion_run_sup:start_fresh(Ctx, RunId, Start) of
+        {ok, Pid} ->
+            MRef = erlang:monitor(process, Pid),
+            await_started(Ctx, RunId, Op, Deadlines, Ref, Pid, MRef, 0);
+        {error, _} = E ->
+            E
+    end.
+
+%% Every ?START_WAIT_MS without an answer: a process waiting for the store (its
+%% start is being committed) or still computing (up to ?START_WAIT_MAX_MS) is given
+%% more time; one blocked in a receive of its own code is taken over.
+await_started(Ctx, RunId, Op, Deadlines, Ref, Pid, MRef, Waited) ->
+    receive
+        {aion_started, Ref, Result} ->
+            erlang:demonitor(MRef, [flush]),
+            Result;
+        {'DOWN', MRef, process, Pid, _} ->
+            take_over(Ctx, RunId, Op, Deadlines, Ref)
+    after ?START_WAIT_MS ->
+            Waited1 = Waited + ?START_WAIT_MS,
+            case erlang:process_info(Pid, [status, current_function]) of
+                [{status, waiting}, {current_function, {aion_store_sqlite, _, _}}] ->
+                    await_started(Ctx, RunId, Op, Deadlines, Ref, Pid, MRef, Waited1);
+                [{status, St}, _] when St =/= waiting, Waited1 < ?START_WAIT_MAX_MS ->
+                    await_started(Ctx, RunId, Op, Deadlines, Ref, Pid, MRef, Waited1);
+                _ ->
+                    ok = aion_run:kill(Ctx, RunId),
+                    erlang:demonitor(MRef, [flush]),
+                    take_over(Ctx, RunId, Op, Deadlines, Ref)
+            end
+    end.
+
+%% The run's process is dead (and unregistered). A refusal it sent decides;
+%% otherwise the caller appends the start itself: the store serialises this behind
+%% any append the process queued, so `already_exists' means the process committed
+%% it (and may have answered `ok' just before it was killed).
+take_over(#{store := Store} = Ctx, RunId, Op, Deadlines, Ref) ->
+    ok = aion_run:kill(Ctx, RunId),
+    Answer = receive {aion_started, Ref, Result} -> Result
+             after 0 -> none
+             end,
+    case Answer of
+        {error, _} = E ->
+            E;
+        _ ->
+            case aion_store:append(Store, [Op]) of
+                {ok, _} ->
+                    resume_taken(Ctx, RunId, Deadlines, false);
+                {error, {already_exists, RunId}} ->
+                    resume_taken(Ctx, RunId, Deadlines, true);
+                {error, _} = E ->
+                    E
+            end
+    end.
+
+%% A committed run without a process: arm its deadlines and start a process that
+%% replays its history. When the dead process had committed its first command, the
+%% command's effect may be missing: activities are dispatched here (a dispatched
+%% one is ignored), timers come from the timer service's rescan, a child from the
+%% next engine start's recovery.
+resume_taken(#{store := Store} = Ctx, RunId, Deadlines, Committed) ->
+    lists:foreach(fun({Id, At}) -> aion_timers:arm(Ctx, RunId, Id, At) end, Deadlines),
+    _ = aion_run_sup:start_run(Ctx, RunId),
+    case Committed of
+        true ->
+            {ok, Rows} = aion_store:activity_tasks(Store, RunId),
+            lists:foreach(fun(R) ->
+                                  aion_activity_runner:dispatch(
+                                    Ctx, aion_activity_runner:task_from_row(R))
+                          end, Rows);
+        false ->
+            ok
+    end,
+    ok.
+
+%% The start path that commits `workflow_started' (with `Extra' events) before the
+%% run's process runs: signal_with_start.
+create_new(#{store := Store} = Ctx, Type, O, RunId, Wid, Now, {EvType, _, Data} = Row, SA,
+           Deadlines) ->
     Ref = make_ref(),
     case aion_run_sup:start_new(Ctx, RunId, Ref) of
         {ok, Pid} ->

@@ -7,7 +7,8 @@
 %% process dictionary holds the `aion_activity' context. Before every attempt the
 %% executor asks the runner for a slot (`aion_activity_runner:acquire/3'), so the
 %% pool bound and pauses apply to retries too; the slot is given back when the
-%% attempt ends. Named activities (run by `aion_worker's) take no slot of this
+%% attempt ends. The first attempt's slot may come with the start instead
+%% ({@link start_link/3}: the runner had one free at dispatch). Named activities (run by `aion_worker's) take no slot of this
 %% node's pool, but are held by pauses all the same.
 %%
 %% Timeouts: `start_to_close_timeout' (from the attempt's start) and
@@ -30,7 +31,7 @@
 -module(aion_activity_executor).
 -behaviour(gen_server).
 
--export([start_link/2, cancel_async/1]).
+-export([start_link/2, start_link/3, cancel_async/1]).
 -export([init/1, handle_continue/2, handle_call/3, handle_cast/2, handle_info/2,
          terminate/2]).
 
@@ -42,7 +43,15 @@
 %% @doc Starts the executor of `Task' (called through `aion_activity_sup').
 -spec start_link(aion_ctx:ctx(), aion_activity_runner:task()) -> {ok, pid()} | {error, term()}.
 start_link(Ctx, Task) ->
-    gen_server:start_link(?MODULE, {Ctx, Task}, []).
+    start_link(Ctx, Task, undefined).
+
+%% @doc Starts the executor of `Task' holding the slot of its first attempt when
+%% `Runner' is the runner's pid (it granted the slot at dispatch: no `acquire'
+%% round trip), or asking for it when `Runner' is `undefined'.
+-spec start_link(aion_ctx:ctx(), aion_activity_runner:task(), pid() | undefined) ->
+          {ok, pid()} | {error, term()}.
+start_link(Ctx, Task, Runner) ->
+    gen_server:start_link(?MODULE, {Ctx, Task, Runner}, []).
 
 %% @doc Asks the executor to kill its attempt (if one runs) and stop without
 %% recording anything. The caller monitors the executor to know when it is done.
@@ -65,21 +74,28 @@ cancel_async(Pid) ->
 %%   deadline          schedule-to-close deadline (ms since epoch) | infinity
 %%   timer             backoff / commit-retry timer reference
 %% @private
--spec init({aion_ctx:ctx(), aion_activity_runner:task()}) ->
-          {ok, state(), {continue, acquire}}.
-init({Ctx, #{scheduled_at := At, options := Opts} = Task}) ->
+-spec init({aion_ctx:ctx(), aion_activity_runner:task(), pid() | undefined}) ->
+          {ok, state(), {continue, acquire | {slot, pid()}}}.
+init({Ctx, #{scheduled_at := At, options := Opts} = Task, Runner}) ->
     process_flag(trap_exit, true),
     Deadline = add(At, maps:get(schedule_to_close_timeout, Opts)),
     _ = arm_at(Deadline, schedule_to_close),
+    Next = case Runner of
+               undefined -> acquire;
+               _ -> {slot, Runner}
+           end,
     {ok, #{ctx => Ctx, task => Task, phase => waiting, runner => undefined,
            attempt => undefined, deadline => Deadline, timer => undefined},
-     {continue, acquire}}.
+     {continue, Next}}.
 
 %% @private
--spec handle_continue(acquire, state()) -> {noreply, state()}.
+-spec handle_continue(acquire | {slot, pid()}, state()) -> {noreply, state()}.
 handle_continue(acquire, #{ctx := Ctx, task := #{run_id := RunId}} = S) ->
     ok = aion_activity_runner:acquire(Ctx, RunId, bounded(S)),
-    {noreply, S#{phase => waiting}}.
+    {noreply, S#{phase => waiting}};
+handle_continue({slot, Runner}, S) ->
+    %% Granted at dispatch: the same as receiving `{aion_slot, Runner}'.
+    handle_info({aion_slot, Runner}, S).
 
 %% @private
 -spec handle_call(term(), gen_server:from(), state()) -> {reply, term(), state()}.

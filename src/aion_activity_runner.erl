@@ -346,11 +346,22 @@ handle_call({dispatch, #{run_id := RunId, activity_id := ActId} = Task}, _From,
         [_] ->
             {reply, ok, S};
         [] ->
-            case aion_activity_sup:start_executor(Ctx, Task) of
+            %% A free slot is handed over with the start (no `acquire' round trip
+            %% on the activity's critical path); otherwise the executor asks.
+            Grant = grantable(Task, S),
+            case aion_activity_sup:start_executor(Ctx, Task,
+                                                  case Grant of
+                                                      false -> undefined;
+                                                      _ -> self()
+                                                  end) of
                 {ok, Pid} ->
                     ets:insert(Tab, {Key, Pid}),
                     _ = monitor(process, Pid),
-                    {reply, ok, S#{mons => Mons#{Pid => Key}}};
+                    S1 = case Grant of
+                             bounded -> S#{busy => maps:put(Pid, true, maps:get(busy, S))};
+                             _ -> S
+                         end,
+                    {reply, ok, S1#{mons => Mons#{Pid => Key}}};
                 {error, Reason} ->
                     ?LOG_ERROR("aion: cannot start executor for activity ~s of run ~s: ~p",
                                [ActId, RunId, Reason]),
@@ -410,6 +421,17 @@ handle_info(_Msg, S) ->
 -spec terminate(term(), state()) -> ok.
 terminate(_Reason, _S) ->
     ok.
+
+%% Whether a new executor gets its first slot at dispatch: not for a paused run,
+%% and for a bounded (`{M, F}') activity only when a slot is free and nobody waits
+%% (arrival order). `bounded' takes a slot, `unbounded' does not.
+grantable(#{run_id := RunId, mf := MF}, #{paused := P, max := Max, busy := B, waiting := W}) ->
+    case is_map_key(RunId, P) of
+        true -> false;
+        false when MF =:= undefined -> unbounded;
+        false when map_size(B) < Max, map_size(W) =:= 0 -> bounded;
+        false -> false
+    end.
 
 %% Grant slots while there are free ones and waiters.
 fill(#{max := Max, busy := B} = S) when map_size(B) >= Max ->

@@ -6,7 +6,7 @@
 -module(aion_activity_sup).
 -behaviour(supervisor).
 
--export([start_link/1, start_executor/2]).
+-export([start_link/1, start_executor/2, start_executor/3]).
 -export([init/1]).
 
 %% @doc Starts the executor supervisor of engine `Engine' (registered as
@@ -18,8 +18,15 @@ start_link(Engine) ->
 %% @doc Starts an executor for `Task' (called by the runner).
 -spec start_executor(aion_ctx:ctx(), aion_activity_runner:task()) ->
           {ok, pid()} | {error, term()}.
-start_executor(#{name := Engine} = Ctx, Task) ->
-    case supervisor:start_child(aion_ctx:proc_name(Engine, activity_sup), [Ctx, Task]) of
+start_executor(Ctx, Task) ->
+    start_executor(Ctx, Task, undefined).
+
+%% @doc Starts an executor for `Task'; with `Runner' = the runner's pid it holds
+%% the slot of its first attempt (see `aion_activity_executor:start_link/3').
+-spec start_executor(aion_ctx:ctx(), aion_activity_runner:task(), pid() | undefined) ->
+          {ok, pid()} | {error, term()}.
+start_executor(#{name := Engine} = Ctx, Task, Runner) ->
+    case supervisor:start_child(aion_ctx:proc_name(Engine, activity_sup), [Ctx, Task, Runner]) of
         {ok, Pid} when is_pid(Pid) -> {ok, Pid};
         {ok, Pid, _} when is_pid(Pid) -> {ok, Pid};
         {error, _} = E -> E;

@@ -628,8 +628,10 @@ validate_can(_, _, _) ->
     {error, {invalid_option, options}}.
 
 -spec do_continue(#wf{}, term(), binary(), map()) -> no_return().
-do_continue(#wf{ctx = Ctx, run_id = RunId, workflow_id = Wid, replay = R,
-                options = WfOpts} = S, Input, TypeBin, O) ->
+do_continue(S0, Input, TypeBin, O) ->
+    %% A fresh run continuing before any command: its start is committed first.
+    #wf{ctx = Ctx, run_id = RunId, workflow_id = Wid, replay = R,
+        options = WfOpts} = S = aion_run:ensure_started(S0),
     case aion_replay:finish(R) of
         {nondeterminism, D} ->
             aion_run:stuck(D, S);

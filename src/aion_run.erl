@@ -3,10 +3,12 @@
 %%
 %% A process registers in the engine's `runs' table before it learns the history
 %% (design.md section 3), so every event committed after that is delivered to it
-%% and every event committed before is in what it loads. A fresh run (started by
-%% `aion:start/3') is spawned before its `workflow_started' commit and told the
-%% event afterwards, so it never reads history; a recovered run loads its history
-%% once and replays. The history lives in memory (`aion_replay'); the hot path
+%% and every event committed before is in what it loads. A fresh top-level run
+%% (`aion:start/3') is handed its uncommitted `workflow_started' and commits it
+%% with its first command or result (`{fresh, Start}'); other fresh runs (children,
+%% continue-as-new, signal_with_start) are spawned before their start commit and
+%% told the event afterwards. Neither reads history; a recovered run loads its
+%% history once and replays. The history lives in memory (`aion_replay'); the hot path
 %% never reads the store.
 %%
 %% The run state sits in the process dictionary (`aion_run.hrl') where the
@@ -19,15 +21,24 @@
 
 -export([start_link/3, init/4, kill/2, whereis/2]).
 %% Machinery for aion_workflow (same process).
--export([st/0, st_cmd/0, put_st/1, append/2, block/2, stuck/2, now_ms/0, yield/1]).
+-export([st/0, st_cmd/0, put_st/1, append/2, block/2, stuck/2, now_ms/0, yield/1,
+         ensure_started/1]).
 %% Machinery for aion_child (same process).
 -export([cleanup/1, stop/2, store_failed/2]).
 
 -define(STOP(Why), {aion_run_stopped, Why}).
 -define(WID_KEY, '$aion_wid').
 -define(SETTLE_KEY, '$aion_settle').
+%% The uncommitted start of a fresh top-level run (see begin_run/3): its
+%% `workflow_started' op goes into the run's first append.
+-define(START_KEY, '$aion_start').
 
--type mode() :: recover | {rehydrate, pid()} | {new, pid(), reference()}.
+-type fresh_start() :: #{caller := pid(), ref := reference(), op := map(),
+                         deadlines := [{binary(), integer()}]}.
+-export_type([fresh_start/0]).
+
+-type mode() :: recover | {rehydrate, pid()} | {new, pid(), reference()}
+              | {fresh, fresh_start()}.
 
 %%% ===========================================================================
 %%% Process life
@@ -36,10 +47,13 @@
 %% @doc Starts a workflow process for `RunId' of engine `Engine' (called by
 %% `aion_run_sup'). `Mode' is `recover' (load history, replay, continue),
 %% `{rehydrate, Notify}' (the same, for a suspended run; `Notify', the residency
-%% server, is told when the replay is done: {@link aion_residency:settled/1}) or
+%% server, is told when the replay is done: {@link aion_residency:settled/1}),
 %% `{new, Caller, Ref}' (a fresh run: wait for `Caller' to commit
-%% `workflow_started' and send it). Returns `{error, {already_resident, Pid}}' when
-%% the run already has a process.
+%% `workflow_started' and send it) or `{fresh, Start}' (a fresh top-level run whose
+%% `workflow_started' op the process commits itself, together with the run's first
+%% command or its result, then answers the caller `{aion_started, Ref, ok |
+%% {error, Reason}}'). Returns `{error, {already_resident, Pid}}' when the run
+%% already has a process.
 -spec start_link(atom(), binary(), mode()) -> {ok, pid()} | {error, term()}.
 start_link(Engine, RunId, Mode) ->
     proc_lib:start_link(?MODULE, init, [Engine, RunId, Mode, self()]).
@@ -146,6 +160,11 @@ kill(#{runs := Runs} = Ctx, RunId) ->
             ok
     end.
 
+begin_run(Ctx, RunId, {fresh, #{op := #{events := [{EvType, At, Data}]}} = Start}) ->
+    %% Nothing is recorded yet: the code runs up to its first command (or its
+    %% result), whose append carries the start (append/2, ensure_started/1, close/3).
+    put(?START_KEY, Start),
+    run(Ctx, RunId, [aion_event:decode({1, EvType, At, Data})], false);
 begin_run(Ctx, RunId, {new, Caller, Ref}) ->
     MRef = erlang:monitor(process, Caller),
     receive
@@ -181,7 +200,10 @@ run(Ctx, RunId, Events, Replaying) ->
     #{type := workflow_started, workflow_type := TypeBin, input := Input,
       workflow_id := Wid, recorded_at := StartedAt} = Start = aion_replay:event(1, R),
     Type = binary_to_atom(TypeBin, utf8),
-    register_wid(Ctx, Wid, RunId),
+    case get(?START_KEY) of
+        undefined -> register_wid(Ctx, Wid, RunId);
+        _ -> ok    % registered once the start is committed (started/4)
+    end,
     case aion_util:check_type(Type) of
         ok ->
             S = #wf{ctx = Ctx, run_id = RunId, workflow_id = Wid, type = Type,
@@ -196,8 +218,10 @@ run(Ctx, RunId, Events, Replaying) ->
             put_st(S),
             logger:update_process_metadata(#{aion_run_id => RunId, aion_workflow_id => Wid}),
             T0 = erlang:monotonic_time(),
-            aion_telemetry:execute([aion, workflow, start], #{system_time => erlang:system_time()},
-                                   meta(S)),
+            case get(?START_KEY) of
+                undefined -> start_telemetry(S);
+                _ -> ok    % once the start is committed (started/4)
+            end,
             Result = try {return, Type:run(Input)}
                      catch
                          exit:?STOP(_) -> stopped;
@@ -208,10 +232,20 @@ run(Ctx, RunId, Events, Replaying) ->
                 _ -> ok   % stopped (stuck, or closed from outside): nothing to record
             end;
         {error, Why} ->
+            case erase(?START_KEY) of
+                undefined -> ok;
+                #{caller := Caller, ref := Ref} ->
+                    Caller ! {aion_started, Ref, {error, {unknown_workflow_type, Type}}},
+                    ok
+            end,
             logger:error("aion: run ~ts of workflow ~ts cannot resume: type ~p ~p",
                          [RunId, Wid, Type, Why]),
             unregister_run(Ctx, RunId)
     end.
+
+start_telemetry(S) ->
+    aion_telemetry:execute([aion, workflow, start], #{system_time => erlang:system_time()},
+                           meta(S)).
 
 meta(#wf{ctx = #{name := Engine}, run_id = RunId, workflow_id = Wid, type = Type}) ->
     #{engine => Engine, run_id => RunId, workflow_id => Wid, type => Type}.
@@ -245,8 +279,20 @@ close(Result, #wf{replay = R} = S, T0) ->
             Op = #{run_id => RunId, events => [Row],
                    set => #{status => FinalStatus, closed_at => Now},
                    clear_rows => true},
-            case aion_store:append(Store, [Op]) of
-                {ok, [[Seq]]} ->
+            %% A run that ends before its first command records its start in the
+            %% same transaction (its deadline rows are moot: the run is closed).
+            Start = erase(?START_KEY),
+            Op1 = with_start(Start, Op, no_deadlines),
+            case aion_store:append(Store, [Op1]) of
+                {error, Reason} when Start =/= undefined ->
+                    started(Start, {error, Reason}, no_deadlines, S),
+                    unregister_run(Ctx, RunId);
+                {ok, [Seqs0]} ->
+                    %% A closed run is never registered for await (no_deadlines).
+                    [Seq] = case Start of
+                                undefined -> Seqs0;
+                                _ -> started(Start, ok, no_deadlines, S), tl(Seqs0)
+                            end,
                     {T1, At, D1} = Row,
                     Ev = aion_event:decode({Seq, T1, At, D1}),
                     unregister_run(Ctx, RunId),
@@ -306,6 +352,7 @@ stuck(#{expected := Exp, got := Got, seq := Seq} = D,
                  "history has ~0p, code issued ~0p; the run is stuck until aion:retry/1",
                  [Wid, RunId, Type, Seq, Exp, Got]),
     {ok, Json} = aion_json:encode_bin(D#{kind => nondeterminism}),
+    _ = ensure_started(S),
     Op = #{run_id => RunId, set => #{status => <<"stuck">>, stuck_reason => Json}},
     case aion_store:append(Store, [Op]) of
         {ok, _} -> ok;
@@ -373,8 +420,14 @@ now_ms() ->
           {ok, [aion_event:event()], #wf{}} | {error, {task_gone | timer_gone, binary()}}.
 append(Op, #wf{ctx = #{store := Store}, run_id = RunId, replay = R} = S) ->
     Rows = maps:get(events, Op, []),
-    case aion_store:append(Store, [Op#{run_id => RunId}]) of
-        {ok, [Seqs]} ->
+    %% The run's first command carries its start (one commit instead of two).
+    Start = erase(?START_KEY),
+    case aion_store:append(Store, [with_start(Start, Op#{run_id => RunId}, deadlines)]) of
+        {ok, [Seqs0]} ->
+            Seqs = case Start of
+                       undefined -> Seqs0;
+                       _ -> started(Start, ok, deadlines, S), tl(Seqs0)
+                   end,
             Evs = [aion_event:decode({Seq, T, At, iolist_to_binary(D)})
                    || {Seq, {T, At, D}} <- lists:zip(Seqs, Rows)],
             R1 = lists:foldl(fun(#{seq := Sq} = E, Acc) ->
@@ -383,6 +436,8 @@ append(Op, #wf{ctx = #{store := Store}, run_id = RunId, replay = R} = S) ->
             S1 = S#wf{replay = R1},
             put_st(S1),
             {ok, Evs, S1};
+        {error, Reason} when Start =/= undefined ->
+            start_refused(Start, Reason, S);
         {error, closed} ->
             closed_from_outside(S);
         {error, {task_gone, _}} = E ->
@@ -392,6 +447,66 @@ append(Op, #wf{ctx = #{store := Store}, run_id = RunId, replay = R} = S) ->
         {error, Reason} ->
             store_failed(Reason, S)
     end.
+
+%% @doc Commits the start of a fresh run that has not recorded anything yet (its
+%% code waits, answers queries or acts before issuing a command); a no-op
+%% otherwise. Stops the process (nothing recorded; the caller of `aion:start/3'
+%% gets the error) when the store refuses the start.
+-spec ensure_started(#wf{}) -> #wf{}.
+ensure_started(#wf{ctx = #{store := Store}} = S) ->
+    case erase(?START_KEY) of
+        undefined ->
+            S;
+        #{op := Op} = Start ->
+            case aion_store:append(Store, [Op]) of
+                {ok, _} -> started(Start, ok, deadlines, S), S;
+                {error, Reason} -> start_refused(Start, Reason, S)
+            end
+    end.
+
+%% The op with the pending start in front: the start's events come first (seq 1),
+%% its `create' and deadline timers go with them. `no_deadlines' for a closing op.
+with_start(undefined, Op, _) ->
+    Op;
+with_start(#{op := #{events := StartRows, create := Create} = SOp}, Op, Deadlines) ->
+    Timers = case Deadlines of
+                 deadlines -> maps:get(timers_put, SOp, []) ++ maps:get(timers_put, Op, []);
+                 no_deadlines -> maps:get(timers_put, Op, [])
+             end,
+    Op1 = (maps:remove(expected_seq, Op))#{events => StartRows ++ maps:get(events, Op, []),
+                                          create => Create},
+    case Timers of
+        [] -> maps:remove(timers_put, Op1);
+        _ -> Op1#{timers_put => Timers}
+    end.
+
+%% After the start's commit (Result = ok) or its refusal: registers the run for
+%% `aion:await/2', arms its deadlines and answers the caller of `aion:start/3'.
+started(#{caller := Caller, ref := Ref, deadlines := Deadlines},
+        Result, Arm, #wf{ctx = Ctx, run_id = RunId, workflow_id = Wid} = S) ->
+    case {Result, Arm} of
+        {ok, deadlines} ->
+            register_wid(Ctx, Wid, RunId),
+            Caller ! {aion_started, Ref, ok},
+            start_telemetry(S),
+            lists:foreach(fun({Id, At}) -> aion_timers:arm(Ctx, RunId, Id, At) end,
+                          Deadlines);
+        {ok, no_deadlines} ->
+            Caller ! {aion_started, Ref, ok},
+            start_telemetry(S);
+        _ ->
+            Caller ! {aion_started, Ref, Result},
+            ok
+    end.
+
+%% The store refused the start: nothing is recorded, the caller gets the error and
+%% the process stops.
+-spec start_refused(fresh_start(), term(), #wf{}) -> no_return().
+start_refused(Start, Reason, #wf{ctx = Ctx, run_id = RunId} = S) ->
+    started(Start, {error, Reason}, deadlines, S),
+    unregister_run(Ctx, RunId),
+    put_st(S#wf{stopped = crashed}),
+    exit(?STOP(crashed)).
 
 %% @doc The store refused an append for a reason other than the run's state (an
 %% SQLite error): the workflow must not observe it as its own failure. The process
@@ -543,7 +658,8 @@ parked(S) ->
 %% query to a suspended run sees the state of the end of its history, not that of
 %% an earlier yield point of the replay (signals are consumed without commands).
 -spec yield(#wf{}) -> #wf{}.
-yield(#wf{ctx = #{mailbox := Mb}} = S) ->
+yield(#wf{ctx = #{mailbox := Mb}} = S0) ->
+    S = ensure_started(S0),
     flush_markers(),
     S1 = take(S),
     R = S1#wf.replay,

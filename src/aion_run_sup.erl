@@ -5,7 +5,7 @@
 -module(aion_run_sup).
 -behaviour(supervisor).
 
--export([start_link/1, init/1, start_run/2, start_run/3, start_new/3]).
+-export([start_link/1, init/1, start_run/2, start_run/3, start_new/3, start_fresh/3]).
 
 %% @doc Starts the supervisor of engine `Name'.
 -spec start_link(atom()) -> {ok, pid()} | {error, term()}.
@@ -40,3 +40,11 @@ start_run(#{name := Name}, RunId, Notify) when is_binary(RunId), is_pid(Notify) 
 -spec start_new(aion_ctx:ctx(), binary(), reference()) -> {ok, pid()} | {error, term()}.
 start_new(#{name := Name}, RunId, Ref) ->
     supervisor:start_child(aion_ctx:proc_name(Name, run_sup), [RunId, {new, self(), Ref}]).
+
+%% @doc Starts the process of a fresh top-level run that commits its own start
+%% (`{fresh, Start}', see `aion_run:start_link/3'); the caller is answered
+%% `{aion_started, Ref, ok | {error, Reason}}'. Errors as {@link start_new/3}.
+-spec start_fresh(aion_ctx:ctx(), binary(), aion_run:fresh_start()) ->
+          {ok, pid()} | {error, term()}.
+start_fresh(#{name := Name}, RunId, Start) ->
+    supervisor:start_child(aion_ctx:proc_name(Name, run_sup), [RunId, {fresh, Start}]).

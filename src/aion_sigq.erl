@@ -219,7 +219,8 @@ deprecate_patch(Id) ->
 %% @doc See `aion_workflow:upsert_search_attributes/1'.
 -spec upsert_search_attributes(map()) -> ok.
 upsert_search_attributes(Attrs) when is_map(Attrs) ->
-    S = aion_run:st_cmd(),
+    %% The merge reads the run's row: a pending start is committed first.
+    S = aion_run:ensure_started(aion_run:st_cmd()),
     Decoded = case aion_json:encode_bin(Attrs) of
                   {ok, Json} -> {ok, D} = aion_json:decode(Json), D;
                   {error, Bad} -> error(Bad)
