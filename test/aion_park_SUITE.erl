@@ -9,7 +9,8 @@
 -export([suite/0, all/0, init_per_suite/1, end_per_suite/1, init_per_testcase/2,
          end_per_testcase/2]).
 -export([evict_sleeping_run_timer_fires/1, evict_signal_waiter/1,
-         evict_while_activity_runs/1, query_suspended_run/1, cancel_suspended_run/1,
+         evict_while_activity_runs/1, evict_parent_child_completes/1,
+         query_suspended_run/1, cancel_suspended_run/1,
          terminate_suspended_run/1, concurrent_arrivals_one_process/1,
          eviction_races_arrivals/1, max_resident_evicts_longest_idle/1,
          rehydration_limit/1, default_never_evicts/1, kill9_with_10k_parked/1]).
@@ -23,6 +24,7 @@ suite() ->
 
 all() ->
     [evict_sleeping_run_timer_fires, evict_signal_waiter, evict_while_activity_runs,
+     evict_parent_child_completes,
      query_suspended_run, cancel_suspended_run, terminate_suspended_run,
      concurrent_arrivals_one_process, eviction_races_arrivals,
      max_resident_evicts_longest_idle, rehydration_limit, default_never_evicts,
@@ -76,6 +78,19 @@ evict_while_activity_runs(Config) ->
     {ok, <<"late">>} = aion:await(<<"gated">>, 10000, #{engine => ?E}),
     H = aion_ct:history(<<"gated">>, #{engine => ?E}),
     ?assertEqual(1, length([E || #{type := activity_scheduled} = E <- H])).
+
+%% Parent and child both suspended; the child's outcome brings the parent back.
+evict_parent_child_completes(Config) ->
+    start(Config, #{idle_evict_after => 100}),
+    start_wf(<<"parent">>, #{kind => parent, child => <<"child">>}),
+    aion_ct:wait_until(fun() -> describe(<<"child">>) =/= {error, not_found} end, 5000),
+    wait_suspended(<<"parent">>),
+    wait_suspended(<<"child">>),
+    ok = aion:signal(<<"child">>, <<"go">>, 5, #{engine => ?E}),
+    {ok, 5} = aion:await(<<"child">>, 10000, #{engine => ?E}),
+    {ok, 5} = aion:await(<<"parent">>, 10000, #{engine => ?E}),
+    ?assertEqual([workflow_started, child_workflow_started, child_workflow_completed,
+                  workflow_completed], types(<<"parent">>)).
 
 query_suspended_run(Config) ->
     start(Config, #{idle_evict_after => 100}),

@@ -22,6 +22,9 @@ run(#{<<"kind">> := <<"activity_then_signal">>}) ->
 %% Waits for a gate activity (released by the test).
 run(#{<<"kind">> := <<"gated">>, <<"gate">> := Gate}) ->
     aion_workflow:execute_activity({aion_test_activities, gate}, [Gate], #{});
+%% Runs a child that waits for "go", and returns the child's result.
+run(#{<<"kind">> := <<"parent">>, <<"child">> := ChildId}) ->
+    aion_workflow:execute_child(?MODULE, #{kind => signal}, #{id => ChildId});
 %% Counts `N' "inc" signals (the query "count" answers how many so far).
 run(#{<<"kind">> := <<"counter">>, <<"n">> := N}) ->
     count(0, N);
