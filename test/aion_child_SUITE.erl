@@ -302,11 +302,10 @@ kill_9_parent_awaits_child(Config) ->
     Dir = ?config(priv_dir, Config),
     Db = filename:join(Dir, "kill9_child.db"),
     File = filename:join(Dir, "child_lines"),
-    {Port, OsPid} = start_node(Db, File),
+    {Port, OsPid} = aion_test_node:start(?MODULE, child_main, [Db, File]),
     try
-        wait_line(Port, <<"ready">>, 60000),
-        "" = os:cmd("kill -9 " ++ OsPid),
-        wait_exit(Port)
+        aion_test_node:wait_line(Port, <<"ready">>, 60000),
+        aion_test_node:kill9(Port, OsPid)
     after
         _ = os:cmd("kill -9 " ++ OsPid ++ " 2>/dev/null")
     end,
@@ -323,36 +322,6 @@ kill_9_parent_awaits_child(Config) ->
 %%% ===========================================================================
 %%% The other node
 
-start_node(Db, File) ->
-    Erl = os:find_executable("erl"),
-    Paths = lists:usort([filename:dirname(code:which(M))
-                         || M <- [aion, ?W, ?MODULE, aion_test_activities, aion_ct]]),
-    Eval = lists:flatten(io_lib:format("~s:child_main(~p, ~p)", [?MODULE, Db, File])),
-    Port = open_port({spawn_executable, Erl},
-                     [{args, ["-noshell", "-pa" | Paths] ++ ["-eval", Eval]},
-                      {line, 4096}, binary, exit_status, use_stdio, stderr_to_stdout]),
-    receive
-        {Port, {data, {eol, <<"pid ", P/binary>>}}} -> {Port, binary_to_list(P)};
-        {Port, {exit_status, St}} -> ct:fail({node_exited, St})
-    after 30000 -> ct:fail(node_did_not_start)
-    end.
-
-wait_line(Port, Line, Timeout) ->
-    receive
-        {Port, {data, {eol, Line}}} -> ok;
-        {Port, {data, {eol, Other}}} -> ct:pal("node: ~s", [Other]),
-                                        wait_line(Port, Line, Timeout);
-        {Port, {exit_status, St}} -> ct:fail({node_exited_early, St})
-    after Timeout -> ct:fail({node_not, Line})
-    end.
-
-wait_exit(Port) ->
-    receive
-        {Port, {exit_status, _}} -> ok;
-        {Port, _} -> wait_exit(Port)
-    after 30000 -> ct:fail(node_did_not_die)
-    end.
-
 lines(File) ->
     case file:read_file(File) of
         {ok, B} -> binary:split(B, <<"\n">>, [global, trim_all]);
@@ -360,7 +329,6 @@ lines(File) ->
     end.
 
 child_main(Db, File) ->
-    io:format("pid ~s~n", [os:getpid()]),
     try
         ok = application:load(aion),
         ok = application:set_env(aion, db_path, Db),

@@ -41,11 +41,10 @@ end_per_suite(_Config) ->
 kill_9_and_recover(Config) ->
     Dir = ?config(priv_dir, Config),
     Db = filename:join(Dir, "kill9.db"),
-    {Port, OsPid} = start_child(Db, Dir),
+    {Port, OsPid} = aion_test_node:start(?MODULE, child_main, [Db, Dir]),
     try
-        wait_line(Port, <<"ready">>, 60000),
-        "" = os:cmd("kill -9 " ++ OsPid),
-        wait_exit(Port)
+        aion_test_node:wait_line(Port, <<"ready">>, 60000),
+        aion_test_node:kill9(Port, OsPid)
     after
         _ = os:cmd("kill -9 " ++ OsPid ++ " 2>/dev/null")
     end,
@@ -135,34 +134,6 @@ unloadable_type_is_skipped(Config) ->
 %%% ===========================================================================
 %%% The test side
 
-start_child(Db, Dir) ->
-    Erl = os:find_executable("erl"),
-    Paths = lists:usort([filename:dirname(code:which(M)) || M <- [aion, ?W, ?MODULE]]),
-    Eval = lists:flatten(io_lib:format("~s:child_main(~p, ~p)", [?MODULE, Db, Dir])),
-    Port = open_port({spawn_executable, Erl},
-                     [{args, ["-noshell", "-pa" | Paths] ++ ["-eval", Eval]},
-                      {line, 4096}, binary, exit_status, use_stdio, stderr_to_stdout]),
-    receive
-        {Port, {data, {eol, <<"pid ", P/binary>>}}} -> {Port, binary_to_list(P)};
-        {Port, {exit_status, St}} -> ct:fail({child_exited, St})
-    after 30000 -> ct:fail(child_did_not_start)
-    end.
-
-wait_line(Port, Line, Timeout) ->
-    receive
-        {Port, {data, {eol, Line}}} -> ok;
-        {Port, {data, {eol, Other}}} -> ct:pal("child: ~s", [Other]), wait_line(Port, Line, Timeout);
-        {Port, {exit_status, St}} -> ct:fail({child_exited_early, St})
-    after Timeout -> ct:fail({child_not, Line})
-    end.
-
-wait_exit(Port) ->
-    receive
-        {Port, {exit_status, _}} -> ok;
-        {Port, _} -> wait_exit(Port)
-    after 30000 -> ct:fail(child_did_not_die)
-    end.
-
 file(Dir, Name) ->
     case file:read_file(filename:join(Dir, Name)) of
         {ok, B} -> binary:split(B, <<"\n">>, [global, trim_all]);
@@ -180,7 +151,6 @@ wait_until_wall(At) ->
 %%% The child node
 
 child_main(Db, Dir) ->
-    io:format("pid ~s~n", [os:getpid()]),
     try
         ok = application:load(aion),
         ok = application:set_env(aion, db_path, Db),
