@@ -1,8 +1,9 @@
 %% A BEAM node run as an OS process for crash tests: start it on a function of a
-%% test module, read the lines it prints, kill it with `kill -9'.
+%% test module (or as a `peer' running the demo engine), read the lines it prints,
+%% kill it with `kill -9'. Shared by the crash suites.
 -module(aion_test_node).
 
--export([start/3, wait_line/3, kill9/2, line/2]).
+-export([start/3, wait_line/3, kill9/2, line/2, engine_peer/1, kill9_peer/2]).
 
 %% Starts `erl' running `Mod:Fun(Args...)' with the code paths of `Mods' (and
 %% aion's). The child prints its OS pid first. Returns `{Port, OsPid}'.
@@ -55,4 +56,21 @@ wait_exit(Port) ->
         {Port, {exit_status, _}} -> ok;
         {Port, _} -> wait_exit(Port)
     after 30000 -> error(child_did_not_die)
+    end.
+
+%% A peer node (`peer', standard_io connection) running the demo's engine on `Db'
+%% (`aion_demo:engine_main/1'). Returns `{Peer, OsPid}'.
+engine_peer(Db) ->
+    {ok, Peer, _} = peer:start(#{connection => standard_io,
+                                 args => ["-pa" | code:get_path()]}),
+    ok = peer:call(Peer, aion_demo, engine_main, [Db], 30000),
+    OsPid = peer:call(Peer, os, getpid, []),
+    {Peer, OsPid}.
+
+%% Kills a peer node's OS process with SIGKILL and waits until the peer is down.
+kill9_peer(Peer, OsPid) ->
+    Ref = erlang:monitor(process, Peer),
+    _ = os:cmd("kill -9 " ++ OsPid),
+    receive {'DOWN', Ref, process, Peer, _} -> ok
+    after 30000 -> error(peer_survived_kill)
     end.

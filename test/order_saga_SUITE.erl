@@ -238,19 +238,9 @@ kill9_in(Config, Stage, Extra) ->
     ct:log("~p: ~p answers replayed from idempotency keys", [Stage, Replayed]),
     {ok, #{charged := 1, refunded := 0}} = ledger(Config, #{Id => completed}).
 
-engine_peer(Db) ->
-    {ok, Peer, _} = peer:start(#{connection => standard_io,
-                                 args => ["-pa" | code:get_path()]}),
-    ok = peer:call(Peer, aion_demo, engine_main, [Db], 30000),
-    OsPid = peer:call(Peer, os, getpid, []),
-    {Peer, OsPid}.
+engine_peer(Db) -> aion_test_node:engine_peer(Db).
 
-kill9(Peer, OsPid) ->
-    Ref = erlang:monitor(process, Peer),
-    _ = os:cmd("kill -9 " ++ OsPid),
-    receive {'DOWN', Ref, process, Peer, _} -> ok
-    after 30000 -> error(peer_survived_kill)
-    end.
+kill9(Peer, OsPid) -> aion_test_node:kill9_peer(Peer, OsPid).
 
 wait_requests(Shop, Op, N) ->
     wait_requests(Shop, Op, N, erlang:monotonic_time(millisecond) + 20000).
