@@ -94,6 +94,11 @@ struct aion_json_priv {
     ERL_NIF_TERM atom_true;
     ERL_NIF_TERM atom_false;
     ERL_NIF_TERM atom_null;
+    ERL_NIF_TERM atom_reason;      /* `error' (atom_error) and `reason': term fields */
+    ERL_NIF_TERM atom_seq;
+    ERL_NIF_TERM atom_type;
+    ERL_NIF_TERM atom_recorded_at;
+    ERL_NIF_TERM atom_mixed;
 };
 
 int aion_json_load(ErlNifEnv *env, struct aion_json_priv **out)
@@ -110,6 +115,11 @@ int aion_json_load(ErlNifEnv *env, struct aion_json_priv **out)
     p->atom_true = enif_make_atom(env, "true");
     p->atom_false = enif_make_atom(env, "false");
     p->atom_null = enif_make_atom(env, "null");
+    p->atom_reason = enif_make_atom(env, "reason");
+    p->atom_seq = enif_make_atom(env, "seq");
+    p->atom_type = enif_make_atom(env, "type");
+    p->atom_recorded_at = enif_make_atom(env, "recorded_at");
+    p->atom_mixed = enif_make_atom(env, "mixed");
     *out = p;
     return 0;
 }
@@ -713,13 +723,107 @@ static ERL_NIF_TERM invalid_json(ErlNifEnv *env, size_t offset, int why)
 
 static ERL_NIF_TERM decode_dirty(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
 
+/* Outcome of build() and decode_text(). */
+enum build_rc { B_OK = 0, B_INVALID, B_ENOMEM, B_INTERNAL, B_FALLBACK };
+
+/* Event mode of build() (json_decode_events): the root must be an object whose
+ * keys become existing atoms (never created here), merged with three header pairs.
+ * Anything else (a key that is not an existing atom, escaped or non-ASCII key text,
+ * a duplicate key, a header key in the data) is B_FALLBACK: the caller leaves that
+ * row to the Erlang decoder, which gives the exact same result or error. */
+typedef struct {
+    ERL_NIF_TERM keys[3], vals[3]; /* seq, type, recorded_at */
+    int term_field;                /* out: an `error' or `reason' key is present */
+    void *cache;                   /* key_cache of the call */
+} ev_mode;
+
+/* Per-call scratch shared by the rows of one call: tokens and the value stack
+ * (2 * tokens + 6 terms). Grown on demand, freed by the caller. */
+typedef struct {
+    jsmntok_t *tok;
+    ERL_NIF_TERM *vals;
+    size_t cap; /* tokens */
+} dec_buf;
+
+static int dec_buf_reserve(dec_buf *b, size_t n)
+{
+    if (n <= b->cap)
+        return 0;
+    size_t cap = b->cap == 0 ? 64 : b->cap;
+    while (cap < n)
+        cap *= 2;
+    jsmntok_t *tok = enif_realloc(b->tok, cap * sizeof *tok);
+    if (tok == NULL)
+        return -1;
+    b->tok = tok;
+    ERL_NIF_TERM *vals = enif_realloc(b->vals, (2 * cap + 6) * sizeof *vals);
+    if (vals == NULL)
+        return -1;
+    b->vals = vals;
+    b->cap = cap;
+    return 0;
+}
+
+static void dec_buf_free(dec_buf *b)
+{
+    if (b->tok != NULL)
+        enif_free(b->tok);
+    if (b->vals != NULL)
+        enif_free(b->vals);
+}
+
+/* Per-call cache of root keys already turned into atoms (json_decode_events):
+ * direct-mapped by a hash of the key text; keys up to KEY_CACHE_TEXT bytes. */
+#define KEY_CACHE_SIZE 64
+#define KEY_CACHE_TEXT 31
+typedef struct {
+    struct {
+        unsigned char len; /* 0: empty slot (the empty key is never cached) */
+        char text[KEY_CACHE_TEXT];
+        ERL_NIF_TERM atom;
+    } e[KEY_CACHE_SIZE];
+} key_cache;
+
+/* A root-object key as an existing atom (event mode). 0, or -1: fall back. */
+static int key_atom(ErlNifEnv *env, key_cache *kc, const unsigned char *in, size_t start,
+                    size_t end, ERL_NIF_TERM *out)
+{
+    size_t len = end - start;
+    unsigned h = 2166136261u;
+    if (len > 255)
+        return -1;
+    for (size_t i = start; i < end; i++) {
+        if (in[i] == '\\' || in[i] >= 0x80)
+            return -1;
+        h = (h ^ in[i]) * 16777619u;
+    }
+    h = (h ^ (h >> 16)) % KEY_CACHE_SIZE;
+    if (kc != NULL && len > 0 && len <= KEY_CACHE_TEXT && kc->e[h].len == len &&
+        memcmp(kc->e[h].text, in + start, len) == 0) {
+        *out = kc->e[h].atom;
+        return 0;
+    }
+    if (!enif_make_existing_atom_len(env, (const char *)in + start, len, out, ERL_NIF_LATIN1))
+        return -1;
+    if (kc != NULL && len > 0 && len <= KEY_CACHE_TEXT) {
+        kc->e[h].len = (unsigned char)len;
+        memcpy(kc->e[h].text, in + start, len);
+        kc->e[h].atom = *out;
+    }
+    return 0;
+}
+
 /* Pass 3: terms from the tokens, last token first. vals is the value stack,
- * scratch holds one object's keys and values for enif_make_map_from_arrays. */
-static ERL_NIF_TERM build(ErlNifEnv *env, const unsigned char *in, const jsmntok_t *tok,
-                          size_t n, ERL_NIF_TERM *vals, ERL_NIF_TERM *scratch)
+ * scratch holds one object's keys and values for enif_make_map_from_arrays
+ * (room for 2 * n + 6 terms from vals). On B_INVALID *err_off / *why are set. */
+static int build(ErlNifEnv *env, const unsigned char *in, const jsmntok_t *tok, size_t n,
+                 ERL_NIF_TERM *vals, ERL_NIF_TERM *scratch, ev_mode *ev, ERL_NIF_TERM *out,
+                 size_t *err_off, int *why)
 {
     struct aion_json_priv *p = json_priv(env);
     size_t top = 0;
+    if (ev != NULL && (n == 0 || tok[0].type != JSMN_OBJECT))
+        return B_FALLBACK;
     for (size_t i = n; i-- > 0;) {
         const jsmntok_t *t = &tok[i];
         size_t start = (size_t)t->start, end = (size_t)t->end;
@@ -727,8 +831,14 @@ static ERL_NIF_TERM build(ErlNifEnv *env, const unsigned char *in, const jsmntok
         ERL_NIF_TERM v;
         switch (t->type) {
         case JSMN_STRING:
-            if (make_string(env, in, start, end, &v) != 0)
-                return enif_raise_exception(env, enif_make_atom(env, "enomem"));
+            if (ev != NULL && t->parent == 0) {
+                if (key_atom(env, ev->cache, in, start, end, &v) != 0)
+                    return B_FALLBACK;
+                if (v == p->atom_error || v == p->atom_reason)
+                    ev->term_field = 1;
+            } else if (make_string(env, in, start, end, &v) != 0) {
+                return B_ENOMEM;
+            }
             break;
         case JSMN_PRIMITIVE:
             if (in[start] == 't') {
@@ -739,10 +849,13 @@ static ERL_NIF_TERM build(ErlNifEnv *env, const unsigned char *in, const jsmntok
                 v = p->atom_null;
             } else {
                 int rc = make_number(env, in + start, end - start, &v);
-                if (rc == R_NUMBER_OUT_OF_RANGE)
-                    return invalid_json(env, start, rc);
+                if (rc == R_NUMBER_OUT_OF_RANGE) {
+                    *err_off = start;
+                    *why = rc;
+                    return B_INVALID;
+                }
                 if (rc != 0)
-                    return enif_raise_exception(env, enif_make_atom(env, "enomem"));
+                    return B_ENOMEM;
             }
             break;
         case JSMN_ARRAY:
@@ -752,6 +865,23 @@ static ERL_NIF_TERM build(ErlNifEnv *env, const unsigned char *in, const jsmntok
             top -= k;
             break;
         case JSMN_OBJECT:
+            if (ev != NULL && i == 0) {
+                /* The event root: keys at scratch[0, k+3) (data keys, then the
+                 * headers), values at scratch[k+3, 2k+6); scratch has n+6 >= 2k+7. */
+                ERL_NIF_TERM *ks = scratch, *vs = scratch + k + 3;
+                for (size_t j = 0; j < k; j++) {
+                    ks[j] = vals[top - 1 - 2 * j];
+                    vs[j] = vals[top - 2 - 2 * j];
+                }
+                top -= 2 * k;
+                for (size_t j = 0; j < 3; j++) {
+                    ks[k + j] = ev->keys[j];
+                    vs[k + j] = ev->vals[j];
+                }
+                if (!enif_make_map_from_arrays(env, ks, vs, k + 3, &v))
+                    return B_FALLBACK; /* duplicate keys */
+                break;
+            }
             /* vals[top-1] is the first key, vals[top-2] its value, and so on. */
             for (size_t j = 0; j < k; j++) {
                 scratch[j] = vals[top - 1 - 2 * j];
@@ -766,13 +896,47 @@ static ERL_NIF_TERM build(ErlNifEnv *env, const unsigned char *in, const jsmntok
             }
             break;
         default:
-            return enif_raise_exception(env, enif_make_atom(env, "json_internal"));
+            return B_INTERNAL;
         }
         vals[top++] = v;
     }
     if (top != 1)
-        return enif_raise_exception(env, enif_make_atom(env, "json_internal"));
-    return enif_make_tuple2(env, p->atom_ok, vals[0]);
+        return B_INTERNAL;
+    *out = vals[0];
+    return B_OK;
+}
+
+/* Passes 1 and 2 over one JSON text: validate, then tokenise into b->tok (*ntok
+ * tokens). B_INVALID with s->pos / s->why set on invalid input. s->work is the
+ * work estimate the caller compares with its budget before building. */
+static int parse_text(const unsigned char *in, size_t len, dec_buf *b, scanner *s,
+                      size_t *ntok)
+{
+    if (len >= (size_t)INT_MAX) { /* jsmn keeps offsets in int */
+        s->pos = 0;
+        s->why = R_TOO_LARGE;
+        return B_INVALID;
+    }
+    s->in = in;
+    s->len = len;
+    if (scan(s) != 0)
+        return B_INVALID;
+    /* The scanner counted the tokens exactly: one jsmn pass into that array. */
+    if (s->ntokens == 0 || dec_buf_reserve(b, s->ntokens) != 0)
+        return s->ntokens == 0 ? B_INTERNAL : B_ENOMEM;
+    jsmn_parser jp;
+    jsmn_init(&jp);
+    int count = jsmn_parse(&jp, (const char *)in, len, b->tok, (unsigned)s->ntokens);
+    if (count <= 0 || (size_t)count != s->ntokens)
+        return B_INTERNAL;
+    *ntok = s->ntokens;
+    return B_OK;
+}
+
+static ERL_NIF_TERM build_error(ErlNifEnv *env, int rc)
+{
+    return enif_raise_exception(env, enif_make_atom(env, rc == B_ENOMEM ? "enomem"
+                                                                        : "json_internal"));
 }
 
 static ERL_NIF_TERM decode_run(ErlNifEnv *env, const ERL_NIF_TERM argv[], int dirty)
@@ -784,45 +948,152 @@ static ERL_NIF_TERM decode_run(ErlNifEnv *env, const ERL_NIF_TERM argv[], int di
     if (!dirty && bin.size > budget)
         return enif_schedule_nif(env, "json_decode", ERL_NIF_DIRTY_JOB_CPU_BOUND, decode_dirty,
                                  2, argv);
-    /* jsmn keeps offsets in int and counts in unsigned int. */
-    if (bin.size >= (size_t)INT_MAX)
-        return invalid_json(env, 0, R_TOO_LARGE);
+    dec_buf b = {NULL, NULL, 0};
     scanner s = {bin.data, bin.size, 0, 0, 0, 0};
-    if (scan(&s) != 0)
-        return invalid_json(env, s.pos, s.why);
-    if (!dirty && s.work > budget) /* long bignums: conversion work */
-        return enif_schedule_nif(env, "json_decode", ERL_NIF_DIRTY_JOB_CPU_BOUND, decode_dirty,
-                                 2, argv);
-
-    /* Pass 2: jsmn. Counting pass first, then the real one into an exact array. */
-    jsmn_parser jp;
-    jsmn_init(&jp);
-    int count = jsmn_parse(&jp, (const char *)bin.data, bin.size, NULL, 0);
-    if (count <= 0 || (size_t)count != s.ntokens)
-        return enif_raise_exception(env, enif_make_atom(env, "json_internal"));
-    size_t n = (size_t)count;
-    jsmntok_t *tok = enif_alloc(n * sizeof *tok);
-    ERL_NIF_TERM *vals = enif_alloc(2 * n * sizeof *vals);
-    ERL_NIF_TERM result;
-    if (tok == NULL || vals == NULL) {
-        result = enif_raise_exception(env, enif_make_atom(env, "enomem"));
+    size_t n = 0;
+    ERL_NIF_TERM result, v;
+    size_t off;
+    int why;
+    int rc = parse_text(bin.data, bin.size, &b, &s, &n);
+    if (rc == B_INVALID) {
+        result = invalid_json(env, s.pos, s.why);
+    } else if (rc != B_OK) {
+        result = build_error(env, rc);
+    } else if (!dirty && s.work > budget) { /* long bignums: conversion work */
+        result = enif_schedule_nif(env, "json_decode", ERL_NIF_DIRTY_JOB_CPU_BOUND,
+                                   decode_dirty, 2, argv);
     } else {
-        jsmn_init(&jp);
-        if (jsmn_parse(&jp, (const char *)bin.data, bin.size, tok, (unsigned)n) != count)
-            result = enif_raise_exception(env, enif_make_atom(env, "json_internal"));
-        else
-            result = build(env, bin.data, tok, n, vals, vals + n);
+        rc = build(env, bin.data, b.tok, n, b.vals, b.vals + n, NULL, &v, &off, &why);
+        result = rc == B_OK        ? enif_make_tuple2(env, json_priv(env)->atom_ok, v)
+                 : rc == B_INVALID ? invalid_json(env, off, why)
+                                   : build_error(env, rc);
     }
-    if (vals != NULL)
-        enif_free(vals);
-    if (tok != NULL)
-        enif_free(tok);
+    dec_buf_free(&b);
     return result;
 }
 
 static ERL_NIF_TERM decode_dirty(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
 {
     return decode_run(env, argv, 1);
+}
+
+/* ---------------------------------------------------------------------------
+ * Decode a history (json_decode_events/2)
+ * ------------------------------------------------------------------------- */
+
+static ERL_NIF_TERM decode_events_dirty(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
+
+/* One stored row {Seq, Type, RecordedAt, Data} to its event map (see ev_mode).
+ * B_OK with *out the map; B_FALLBACK (the row goes back unchanged); B_ENOMEM /
+ * B_INTERNAL (raise). *work accumulates the scanner's work estimate. */
+static int decode_row(ErlNifEnv *env, ERL_NIF_TERM row, dec_buf *b, key_cache *kc,
+                      size_t *work, ERL_NIF_TERM *out, int *term_field)
+{
+    struct aion_json_priv *p = json_priv(env);
+    const ERL_NIF_TERM *el;
+    int arity;
+    ErlNifBinary type, data;
+    if (!enif_get_tuple(env, row, &arity, &el) || arity != 4 ||
+        !enif_inspect_binary(env, el[1], &type) || !enif_inspect_binary(env, el[3], &data))
+        return B_FALLBACK;
+    ev_mode ev = {{p->atom_seq, p->atom_type, p->atom_recorded_at}, {el[0], 0, el[2]}, 0, kc};
+    if (key_atom(env, kc, type.data, 0, type.size, &ev.vals[1]) != 0)
+        return B_FALLBACK;
+    scanner s = {data.data, data.size, 0, 0, 0, 0};
+    size_t n = 0, off;
+    int why;
+    int rc = parse_text(data.data, data.size, b, &s, &n);
+    *work += s.work > data.size ? s.work : data.size;
+    if (rc == B_INVALID)
+        return B_FALLBACK;
+    if (rc != B_OK)
+        return rc;
+    rc = build(env, data.data, b->tok, n, b->vals, b->vals + n, &ev, out, &off, &why);
+    *term_field = ev.term_field;
+    return rc == B_INVALID ? B_FALLBACK : rc;
+}
+
+/* Sum of the Data sizes of a list of rows (malformed rows count 0). */
+static size_t rows_size(ErlNifEnv *env, ERL_NIF_TERM list)
+{
+    size_t total = 0;
+    ERL_NIF_TERM head;
+    const ERL_NIF_TERM *el;
+    int arity;
+    ErlNifBinary data;
+    while (enif_get_list_cell(env, list, &head, &list))
+        if (enif_get_tuple(env, head, &arity, &el) && arity == 4 &&
+            enif_inspect_binary(env, el[3], &data))
+            total += data.size;
+    return total;
+}
+
+static ERL_NIF_TERM decode_events_run(ErlNifEnv *env, const ERL_NIF_TERM argv[], int dirty)
+{
+    struct aion_json_priv *p = json_priv(env);
+    unsigned len;
+    ErlNifUInt64 budget;
+    if (!enif_get_list_length(env, argv[0], &len) || !enif_get_uint64(env, argv[1], &budget))
+        return enif_make_badarg(env);
+    if (!dirty && rows_size(env, argv[0]) > budget)
+        return enif_schedule_nif(env, "json_decode_events", ERL_NIF_DIRTY_JOB_CPU_BOUND,
+                                 decode_events_dirty, 2, argv);
+    ERL_NIF_TERM *outs = enif_alloc((len > 0 ? len : 1) * sizeof *outs);
+    if (outs == NULL)
+        return enif_raise_exception(env, enif_make_atom(env, "enomem"));
+    key_cache *kc = enif_alloc(sizeof *kc);
+    if (kc == NULL) {
+        enif_free(outs);
+        return enif_raise_exception(env, enif_make_atom(env, "enomem"));
+    }
+    memset(kc, 0, sizeof *kc);
+    dec_buf b = {NULL, NULL, 0};
+    ERL_NIF_TERM list = argv[0], row, result;
+    size_t work = 0;
+    int mixed = 0, rc = B_OK;
+    for (unsigned i = 0; i < len && enif_get_list_cell(env, list, &row, &list); i++) {
+        int term_field = 0;
+        rc = decode_row(env, row, &b, kc, &work, &outs[i], &term_field);
+        if (rc == B_FALLBACK) {
+            outs[i] = row; /* the 4-tuple: aion_event decodes it in Erlang */
+            mixed = 1;
+            rc = B_OK;
+        } else if (rc != B_OK) {
+            break;
+        } else if (term_field) {
+            outs[i] = enif_make_tuple1(env, outs[i]);
+            mixed = 1;
+        }
+        if (!dirty && work > budget) /* long bignums: conversion work */
+            break;
+    }
+    if (rc != B_OK)
+        result = build_error(env, rc);
+    else if (!dirty && work > budget)
+        result = enif_schedule_nif(env, "json_decode_events", ERL_NIF_DIRTY_JOB_CPU_BOUND,
+                                   decode_events_dirty, 2, argv);
+    else
+        result = enif_make_tuple2(env, mixed ? p->atom_mixed : p->atom_ok,
+                                  enif_make_list_from_array(env, outs, len));
+    dec_buf_free(&b);
+    enif_free(kc);
+    enif_free(outs);
+    return result;
+}
+
+static ERL_NIF_TERM decode_events_dirty(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    return decode_events_run(env, argv, 1);
+}
+
+/* json_decode_events([{Seq, Type, RecordedAt, Data}], Budget) -> {ok | mixed, Out}.
+ * Out has one element per row: the event map (atom keys), or {Map} when it has an
+ * `error'/`reason' field (term fields: the caller unwraps them), or the row itself
+ * when the fast path does not apply (mixed). Starts on a normal scheduler; rows
+ * with more than Budget bytes of Data (plus bignum work) -> dirty CPU. */
+ERL_NIF_TERM aion_nif_json_decode_events(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    return decode_events_run(env, argv, 0);
 }
 
 /* json_decode(Binary, Budget) -> {ok, Term} | {error, {invalid_json, Offset, Why}}.
