@@ -776,39 +776,70 @@ static void dec_buf_free(dec_buf *b)
  * direct-mapped by a hash of the key text; keys up to KEY_CACHE_TEXT bytes. */
 #define KEY_CACHE_SIZE 64
 #define KEY_CACHE_TEXT 31
+#define STR_CACHE_SIZE 256
 typedef struct {
-    struct {
-        unsigned char len; /* 0: empty slot (the empty key is never cached) */
-        char text[KEY_CACHE_TEXT];
-        ERL_NIF_TERM atom;
-    } e[KEY_CACHE_SIZE];
+    unsigned char len; /* 0: empty slot (the empty text is never cached) */
+    char text[KEY_CACHE_TEXT];
+    ERL_NIF_TERM term;
+} text_entry;
+typedef struct {
+    text_entry e[KEY_CACHE_SIZE];   /* root keys -> atoms */
+    text_entry s[STR_CACHE_SIZE];   /* short unescaped strings -> one shared binary */
 } key_cache;
+
+static unsigned text_hash(const unsigned char *p, size_t n)
+{
+    unsigned h = 2166136261u;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ p[i]) * 16777619u;
+    return h ^ (h >> 16);
+}
+
+/* A string token of validated input; with a cache, short unescaped strings seen
+ * before in this call are the same binary term (they repeat across events: keys
+ * of nested objects, ids, names), which saves building and copying them. */
+static int cached_string(ErlNifEnv *env, key_cache *kc, const unsigned char *in, size_t start,
+                         size_t end, ERL_NIF_TERM *out)
+{
+    size_t len = end - start;
+    if (kc == NULL || len == 0 || len > KEY_CACHE_TEXT ||
+        memchr(in + start, '\\', len) != NULL)
+        return make_string(env, in, start, end, out);
+    text_entry *e = &kc->s[text_hash(in + start, len) % STR_CACHE_SIZE];
+    if (e->len == len && memcmp(e->text, in + start, len) == 0) {
+        *out = e->term;
+        return 0;
+    }
+    if (make_string(env, in, start, end, out) != 0)
+        return -1;
+    e->len = (unsigned char)len;
+    memcpy(e->text, in + start, len);
+    e->term = *out;
+    return 0;
+}
 
 /* A root-object key as an existing atom (event mode). 0, or -1: fall back. */
 static int key_atom(ErlNifEnv *env, key_cache *kc, const unsigned char *in, size_t start,
                     size_t end, ERL_NIF_TERM *out)
 {
     size_t len = end - start;
-    unsigned h = 2166136261u;
     if (len > 255)
         return -1;
-    for (size_t i = start; i < end; i++) {
+    for (size_t i = start; i < end; i++)
         if (in[i] == '\\' || in[i] >= 0x80)
             return -1;
-        h = (h ^ in[i]) * 16777619u;
-    }
-    h = (h ^ (h >> 16)) % KEY_CACHE_SIZE;
-    if (kc != NULL && len > 0 && len <= KEY_CACHE_TEXT && kc->e[h].len == len &&
-        memcmp(kc->e[h].text, in + start, len) == 0) {
-        *out = kc->e[h].atom;
+    int cacheable = kc != NULL && len > 0 && len <= KEY_CACHE_TEXT;
+    text_entry *e = cacheable ? &kc->e[text_hash(in + start, len) % KEY_CACHE_SIZE] : NULL;
+    if (e != NULL && e->len == len && memcmp(e->text, in + start, len) == 0) {
+        *out = e->term;
         return 0;
     }
     if (!enif_make_existing_atom_len(env, (const char *)in + start, len, out, ERL_NIF_LATIN1))
         return -1;
-    if (kc != NULL && len > 0 && len <= KEY_CACHE_TEXT) {
-        kc->e[h].len = (unsigned char)len;
-        memcpy(kc->e[h].text, in + start, len);
-        kc->e[h].atom = *out;
+    if (e != NULL) {
+        e->len = (unsigned char)len;
+        memcpy(e->text, in + start, len);
+        e->term = *out;
     }
     return 0;
 }
@@ -836,7 +867,8 @@ static int build(ErlNifEnv *env, const unsigned char *in, const jsmntok_t *tok, 
                     return B_FALLBACK;
                 if (v == p->atom_error || v == p->atom_reason)
                     ev->term_field = 1;
-            } else if (make_string(env, in, start, end, &v) != 0) {
+            } else if (cached_string(env, ev != NULL ? ev->cache : NULL, in, start, end, &v) !=
+                       0) {
                 return B_ENOMEM;
             }
             break;

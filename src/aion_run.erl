@@ -383,14 +383,30 @@ store_failed(Reason, #wf{ctx = Ctx, run_id = RunId, workflow_id = Wid} = S) ->
 %% (drain retained events, answer queries, bump the wake epoch), then the lowest-seq
 %% settling event of the contiguous known prefix decides (design.md section 3).
 %% Returns `{Position | cancel, Event, State}'.
+%%
+%% While the code replays recorded commands (it has not issued all of them yet), a
+%% wait the known prefix already resolves skips the yield: what the mailbox may
+%% hold has a seq above the prefix (every seq up to it is known), so it cannot
+%% change the lowest-seq answer, and the first wait that does not resolve at once
+%% (at the latest when the code is live again) yields as usual.
 -spec block([aion_replay:future_key()], #wf{}) ->
           {pos_integer() | cancel, aion_event:event(), #wf{}}.
-block(Keys, S) ->
+block(Keys, #wf{replay = R} = S) ->
     Cancellable = S#wf.non_cancellable =:= 0,
     %% Deadlines of enclosing `with_timeout/2' calls take part in every wait.
-    case wait(Keys ++ aion_sigq:deadlines(S), Cancellable, yield(S)) of
-        {Pos, Ev, S1} when is_integer(Pos), Pos > length(Keys) -> aion_sigq:expired(Ev, S1);
-        Res -> Res
+    All = Keys ++ aion_sigq:deadlines(S),
+    Res = case aion_replay:position(R) < aion_replay:commands(R) andalso
+              aion_replay:resolve(All, Cancellable, R) of
+              {ok, Which, Ev, R1} ->
+                  S1 = S#wf{replay = R1},
+                  put_st(S1),
+                  {Which, Ev, S1};
+              _ ->
+                  wait(All, Cancellable, yield(S))
+          end,
+    case Res of
+        {Pos, Ev1, S2} when is_integer(Pos), Pos > length(Keys) -> aion_sigq:expired(Ev1, S2);
+        _ -> Res
     end.
 
 wait(Keys, Cancellable, #wf{replay = R} = S) ->
