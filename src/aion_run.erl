@@ -25,6 +25,10 @@
 
 -define(STOP(Why), {aion_run_stopped, Why}).
 -define(WID_KEY, '$aion_wid').
+%% Histories longer than this many events are loaded into a presized heap
+%% (load_history/3); the size is capped (words).
+-define(PRESIZE_EVENTS, 1000).
+-define(PRESIZE_MAX_WORDS, 16#1000000).
 
 %%% ===========================================================================
 %%% Process life
@@ -138,17 +142,33 @@ begin_run(Ctx, RunId, {new, Caller, Ref}) ->
     end;
 begin_run(#{store := Store} = Ctx, RunId, recover) ->
     case aion_store:get_run(Store, RunId) of
-        {ok, #{status := Status}} ->
+        {ok, #{status := Status} = Run} ->
             case aion_util:is_terminal(Status) of
                 true ->
                     unregister_run(Ctx, RunId);
                 false ->
-                    {ok, Stored} = aion_store:history(Store, RunId, 1),
-                    run(Ctx, RunId, aion_event:decode_all(Stored))
+                    run(Ctx, RunId, load_history(Store, RunId, maps:get(next_seq, Run, 1)))
             end;
         {error, not_found} ->
             unregister_run(Ctx, RunId)
     end.
+
+%% The whole history, decoded. A long one is read into a heap sized for it up
+%% front (about 80 words per event: the rows, the event maps, the replay index):
+%% the NIF results then land in the heap instead of heap fragments, and the
+%% collections a growing heap needs (each copying what was loaded so far) are
+%% saved. The minimum goes back to the default at once, so the next collection
+%% sizes the heap by what is live.
+load_history(Store, RunId, NextSeq) when NextSeq > ?PRESIZE_EVENTS ->
+    Old = erlang:process_flag(min_heap_size, min(NextSeq * 80, ?PRESIZE_MAX_WORDS)),
+    erlang:garbage_collect(),
+    {ok, Stored} = aion_store:history(Store, RunId, 1),
+    Events = aion_event:decode_all(Stored),
+    _ = erlang:process_flag(min_heap_size, Old),
+    Events;
+load_history(Store, RunId, _NextSeq) ->
+    {ok, Stored} = aion_store:history(Store, RunId, 1),
+    aion_event:decode_all(Stored).
 
 run(Ctx, RunId, Events) ->
     R = aion_replay:add_all(Events, aion_replay:new()),
