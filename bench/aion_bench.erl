@@ -458,13 +458,22 @@ wait_resident(Ctx, RunId) ->
 %% a live run records) is started with aion_run_sup:start_run/2; the time until
 %% the workflow code passes its last replayed activity is the replay time (it
 %% includes the history read, the JSON decode and the matching).
+%% Steady state: the histories are checkpointed into the database file first (the
+%% background checkpoint of the just written WAL would otherwise compete with the
+%% first replays), and one short history is replayed first (code loading, reader
+%% connection); then the median of 5.
 replay_events(Dir, SyncS) ->
     ok = start_engine(Dir, sync(SyncS)),
     Ctx = aion_ctx:get(?ENGINE),
+    #{store := Store} = Ctx,
     N = count(5000, 500),
-    Reps = 3,
+    Reps = 5,
     RunIds = [synth_history(Ctx, N) || _ <- lists:seq(1, Reps)],
+    Warm = synth_history(Ctx, 100),
+    ok = aion_store:checkpoint(Store),
     true = register(?COLLECTOR, self()),
+    {ok, _} = aion_run_sup:start_run(Ctx, Warm),
+    receive {replayed, Warm, _} -> ok after 120000 -> error(replay_timeout) end,
     Times = [begin
                  C0 = cpu_ms(),
                  T0 = erlang:monotonic_time(microsecond),
@@ -474,10 +483,9 @@ replay_events(Dir, SyncS) ->
                  end
              end || RunId <- RunIds],
     Events = 2 * N + 1,
-    Us = lists:nth(2, lists:sort([T || {T, _} <- Times])),
-    CpuMs = lists:nth(2, lists:sort([Cp || {_, Cp} <- Times])),
+    Us = lists:nth(3, lists:sort([T || {T, _} <- Times])),
+    CpuMs = lists:nth(3, lists:sort([Cp || {_, Cp} <- Times])),
     %% Where the time goes: the same steps the workflow process takes, timed alone.
-    #{store := Store} = Ctx,
     [R1 | _] = RunIds,
     {ReadUs, {ok, Stored}} = timer:tc(aion_store, history, [Store, R1, 1]),
     {DecUs, Decoded} = timer:tc(aion_event, decode_all, [lists:sublist(Stored, Events)]),
