@@ -11,9 +11,10 @@
  *      stack of AION_JSON_MAX_DEPTH entries) and yields the exact byte offset and
  *      reason of the first error.
  *   2. tokenise: jsmn (JSMN_PARENT_LINKS; not JSMN_STRICT, whose primitive rule
- *      rejects a top-level scalar at the end of the input). A counting pass
- *      (tokens == NULL) sizes the token array, which is enif_alloc'ed and freed on
- *      every path. On validated input jsmn's tokens are exact.
+ *      rejects a top-level scalar at the end of the input). The validator
+ *      counts the tokens, so one jsmn pass fills an array of exactly that size
+ *      (enif_alloc'ed, freed on every path). On validated input jsmn's tokens are
+ *      exact.
  *   3. build: the tokens are in pre-order; walking them backwards with a value
  *      stack builds every container from its already built children, so there is
  *      no C recursion at all.
@@ -34,7 +35,13 @@
  * AION_JSON_MAX_DEPTH, the decoder's, so everything encoded can be decoded) and
  * writes into one growing binary; see the encoder section below.
  *
- * Scheduling: both NIFs start on a normal scheduler. Decode moves to a dirty CPU
+ * json_decode_events/2 (for aion_event) decodes a list of stored history rows in one
+ * call: each row's object becomes the event map directly (top-level keys as existing
+ * atoms, plus seq/type/recorded_at); rows it cannot take are returned as they are
+ * for the Erlang decoder. See the section "Decode a history" below.
+ *
+ * Scheduling: all NIFs start on a normal scheduler; json_decode_events moves to a
+ * dirty CPU scheduler when the rows' data exceed the budget, like decode. Decode moves to a dirty CPU
  * scheduler (enif_schedule_nif) when the input plus a bignum work estimate exceeds
  * the budget (2nd argument; aion_json passes 64 KiB). Encode gives up as soon as
  * its output would exceed the budget and starts again on a dirty CPU scheduler,
