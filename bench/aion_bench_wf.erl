@@ -18,6 +18,8 @@
 %% <li>`replay_n' (`n'): `n' sequential no-op activities, then tells the collector
 %% `{replayed, RunId, MonotonicUs}' and returns.</li>
 %% <li>`park': starts a 1 h timer, tells the collector `{parked, RunId}', awaits it.</li>
+%% <li>`park_signal': tells the collector `{parked, RunId}', then blocks in
+%% `receive_signal(<<"wake">>)' (records nothing while it waits).</li>
 %% <li>`sleeper' (`base', `ms'): sleeps until `base + ms' (ms since the epoch; at
 %% least 0 ms), tells the collector `{sleeping, RunId}' once the timer is
 %% recorded and `{fired, FireAt, NowMs}' when it wakes.</li>
@@ -46,6 +48,11 @@ run(#{<<"kind">> := <<"park">>}) ->
     tell({parked, RunId}),
     ok = aion_workflow:await(T),
     {ok, parked};
+run(#{<<"kind">> := <<"park_signal">>}) ->
+    #{run_id := RunId} = aion_workflow:info(),
+    tell({parked, RunId}),
+    {ok, _} = aion_workflow:receive_signal(<<"wake">>),
+    {ok, woken};
 run(#{<<"kind">> := <<"sleeper">>, <<"base">> := Base, <<"ms">> := Ms}) ->
     %% now() is the recorded_at of workflow_started: deterministic. The timer's
     %% fire_at is recorded_at(timer_started) + Wait; the wall clock read just

@@ -11,9 +11,10 @@
  *      stack of AION_JSON_MAX_DEPTH entries) and yields the exact byte offset and
  *      reason of the first error.
  *   2. tokenise: jsmn (JSMN_PARENT_LINKS; not JSMN_STRICT, whose primitive rule
- *      rejects a top-level scalar at the end of the input). A counting pass
- *      (tokens == NULL) sizes the token array, which is enif_alloc'ed and freed on
- *      every path. On validated input jsmn's tokens are exact.
+ *      rejects a top-level scalar at the end of the input). The validator
+ *      counts the tokens, so one jsmn pass fills an array of exactly that size
+ *      (enif_alloc'ed, freed on every path). On validated input jsmn's tokens are
+ *      exact.
  *   3. build: the tokens are in pre-order; walking them backwards with a value
  *      stack builds every container from its already built children, so there is
  *      no C recursion at all.
@@ -32,13 +33,20 @@
  *
  * Encoding (json_encode/2) walks the term with an explicit stack (depth limit
  * AION_JSON_MAX_DEPTH, the decoder's, so everything encoded can be decoded) and
- * writes into one growing binary; see the encoder section below.
+ * writes into one growing binary; see json_encode.c (shared
+ * definitions in json_int.h).
  *
- * Scheduling: both NIFs start on a normal scheduler. Decode moves to a dirty CPU
+ * json_decode_events/2 (for aion_event) decodes a list of stored history rows in one
+ * call: each row's object becomes the event map directly (top-level keys as existing
+ * atoms, plus seq/type/recorded_at); rows it cannot take are returned as they are
+ * for the Erlang decoder. See the section "Decode a history" below.
+ *
+ * Scheduling: all NIFs start on a normal scheduler. Decode moves to a dirty CPU
  * scheduler (enif_schedule_nif) when the input plus a bignum work estimate exceeds
- * the budget (2nd argument; aion_json passes 64 KiB). Encode gives up as soon as
- * its output would exceed the budget and starts again on a dirty CPU scheduler,
- * so the wasted work is bounded by the budget. */
+ * the budget (2nd argument; aion_json passes 64 KiB); json_decode_events the same
+ * for the sum of its rows. Encode gives up as soon as its output would exceed the
+ * budget and starts again on a dirty CPU scheduler, so the wasted work is bounded
+ * by the budget. */
 #include <inttypes.h>
 #include <limits.h>
 #include <math.h>
@@ -51,49 +59,13 @@
 #define JSMN_PARENT_LINKS
 #include <jsmn.h>
 
-#include "json.h"
-
-/* Maximum nesting of arrays and objects (decode and encode). */
-#define AION_JSON_MAX_DEPTH 512
-/* Maximum number of decimal digits of an integer (decode and encode). */
-#define AION_JSON_MAX_INT_DIGITS 4300
-
-/* Error reasons. The decoder's are the Why of {invalid_json, Offset, Why}, the
- * encoder's the Why of {invalid_payload, Path, Why}. Order matches reason_names. */
-enum json_reason {
-    R_EMPTY,
-    R_UNEXPECTED_END,
-    R_INVALID_TOKEN,
-    R_INVALID_STRING,
-    R_INVALID_ESCAPE,
-    R_LONE_SURROGATE,
-    R_INVALID_UTF8,
-    R_INVALID_NUMBER,
-    R_NUMBER_OUT_OF_RANGE,
-    R_TRAILING_DATA,
-    R_TOO_DEEP,
-    R_TOO_LARGE,
-    R_UNSUPPORTED_TYPE,
-    R_INVALID_KEY,
-    R_COUNT
-};
+#include "json_int.h"
 
 static const char *const reason_names[R_COUNT] = {
     "empty",         "unexpected_end",      "invalid_token",  "invalid_string",
     "invalid_escape", "lone_surrogate",     "invalid_utf8",   "invalid_number",
     "number_out_of_range", "trailing_data", "too_deep",       "too_large",
     "unsupported_type", "invalid_key",
-};
-
-struct aion_json_priv {
-    ERL_NIF_TERM reasons[R_COUNT];
-    ERL_NIF_TERM atom_ok;
-    ERL_NIF_TERM atom_error;
-    ERL_NIF_TERM atom_invalid_json;
-    ERL_NIF_TERM atom_invalid_payload;
-    ERL_NIF_TERM atom_true;
-    ERL_NIF_TERM atom_false;
-    ERL_NIF_TERM atom_null;
 };
 
 int aion_json_load(ErlNifEnv *env, struct aion_json_priv **out)
@@ -110,6 +82,11 @@ int aion_json_load(ErlNifEnv *env, struct aion_json_priv **out)
     p->atom_true = enif_make_atom(env, "true");
     p->atom_false = enif_make_atom(env, "false");
     p->atom_null = enif_make_atom(env, "null");
+    p->atom_reason = enif_make_atom(env, "reason");
+    p->atom_seq = enif_make_atom(env, "seq");
+    p->atom_type = enif_make_atom(env, "type");
+    p->atom_recorded_at = enif_make_atom(env, "recorded_at");
+    p->atom_mixed = enif_make_atom(env, "mixed");
     *out = p;
     return 0;
 }
@@ -119,18 +96,13 @@ void aion_json_unload(struct aion_json_priv *priv)
     enif_free(priv);
 }
 
-static struct aion_json_priv *json_priv(ErlNifEnv *env)
-{
-    return aion_priv_of(env)->json;
-}
-
 /* ---------------------------------------------------------------------------
  * UTF-8
  * ------------------------------------------------------------------------- */
 
 /* Length of the well-formed UTF-8 sequence at p (RFC 3629 table: no overlongs,
  * no encoded surrogates, nothing above U+10FFFF), or 0 if it is not one. */
-static size_t utf8_seq(const unsigned char *p, const unsigned char *end)
+size_t json_utf8_seq(const unsigned char *p, const unsigned char *end)
 {
     unsigned char c = p[0];
     size_t n;
@@ -165,7 +137,7 @@ static size_t utf8_seq(const unsigned char *p, const unsigned char *end)
 }
 
 /* Whole buffer is UTF-8? */
-static int utf8_valid(const unsigned char *p, size_t len)
+int json_utf8_valid(const unsigned char *p, size_t len)
 {
     const unsigned char *end = p + len;
     while (p < end) {
@@ -173,7 +145,7 @@ static int utf8_valid(const unsigned char *p, size_t len)
             p++;
             continue;
         }
-        size_t n = utf8_seq(p, end);
+        size_t n = json_utf8_seq(p, end);
         if (n == 0)
             return 0;
         p += n;
@@ -301,7 +273,7 @@ static int scan_string(scanner *s)
         if (c < 0x20)
             return scan_fail(s, i, R_INVALID_STRING);
         if (c >= 0x80) {
-            size_t n = utf8_seq(in + i, in + len);
+            size_t n = json_utf8_seq(in + i, in + len);
             if (n == 0)
                 return scan_fail(s, i, R_INVALID_UTF8);
             i += n;
@@ -516,7 +488,7 @@ static size_t utf8_len(unsigned long cp)
     return cp < 0x80 ? 1 : cp < 0x800 ? 2 : cp < 0x10000 ? 3 : 4;
 }
 
-static unsigned char *utf8_put(unsigned char *o, unsigned long cp)
+unsigned char *json_utf8_put(unsigned char *o, unsigned long cp)
 {
     if (cp < 0x80) {
         *o++ = (unsigned char)cp;
@@ -584,7 +556,7 @@ static int make_string(ErlNifEnv *env, const unsigned char *in, size_t start, si
     }
     for (size_t i = start; i < end;) {
         if (in[i] == '\\') {
-            o = utf8_put(o, read_escape(in + i, &adv));
+            o = json_utf8_put(o, read_escape(in + i, &adv));
             i += adv;
         } else {
             *o++ = in[i++];
@@ -713,13 +685,138 @@ static ERL_NIF_TERM invalid_json(ErlNifEnv *env, size_t offset, int why)
 
 static ERL_NIF_TERM decode_dirty(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
 
+/* Outcome of build() and decode_text(). */
+enum build_rc { B_OK = 0, B_INVALID, B_ENOMEM, B_INTERNAL, B_FALLBACK };
+
+/* Event mode of build() (json_decode_events): the root must be an object whose
+ * keys become existing atoms (never created here), merged with three header pairs.
+ * Anything else (a key that is not an existing atom, escaped or non-ASCII key text,
+ * a duplicate key, a header key in the data) is B_FALLBACK: the caller leaves that
+ * row to the Erlang decoder, which gives the exact same result or error. */
+typedef struct {
+    ERL_NIF_TERM keys[3], vals[3]; /* seq, type, recorded_at */
+    int term_field;                /* out: an `error' or `reason' key is present */
+    void *cache;                   /* key_cache of the call */
+} ev_mode;
+
+/* Per-call scratch shared by the rows of one call: tokens and the value stack
+ * (2 * tokens + 6 terms). Grown on demand, freed by the caller. */
+typedef struct {
+    jsmntok_t *tok;
+    ERL_NIF_TERM *vals;
+    size_t cap; /* tokens */
+} dec_buf;
+
+static int dec_buf_reserve(dec_buf *b, size_t n)
+{
+    if (n <= b->cap)
+        return 0;
+    size_t cap = b->cap == 0 ? 64 : b->cap;
+    while (cap < n)
+        cap *= 2;
+    jsmntok_t *tok = enif_realloc(b->tok, cap * sizeof *tok);
+    if (tok == NULL)
+        return -1;
+    b->tok = tok;
+    ERL_NIF_TERM *vals = enif_realloc(b->vals, (2 * cap + 6) * sizeof *vals);
+    if (vals == NULL)
+        return -1;
+    b->vals = vals;
+    b->cap = cap;
+    return 0;
+}
+
+static void dec_buf_free(dec_buf *b)
+{
+    if (b->tok != NULL)
+        enif_free(b->tok);
+    if (b->vals != NULL)
+        enif_free(b->vals);
+}
+
+/* Per-call cache of root keys already turned into atoms (json_decode_events):
+ * direct-mapped by a hash of the key text; keys up to KEY_CACHE_TEXT bytes. */
+#define KEY_CACHE_SIZE 64
+#define KEY_CACHE_TEXT 31
+#define STR_CACHE_SIZE 256
+typedef struct {
+    unsigned char len; /* 0: empty slot (the empty text is never cached) */
+    char text[KEY_CACHE_TEXT];
+    ERL_NIF_TERM term;
+} text_entry;
+typedef struct {
+    text_entry e[KEY_CACHE_SIZE];   /* root keys -> atoms */
+    text_entry s[STR_CACHE_SIZE];   /* short unescaped strings -> one shared binary */
+} key_cache;
+
+static unsigned text_hash(const unsigned char *p, size_t n)
+{
+    unsigned h = 2166136261u;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ p[i]) * 16777619u;
+    return h ^ (h >> 16);
+}
+
+/* A string token of validated input; with a cache, short unescaped strings seen
+ * before in this call are the same binary term (they repeat across events: keys
+ * of nested objects, ids, names), which saves building and copying them. */
+static int cached_string(ErlNifEnv *env, key_cache *kc, const unsigned char *in, size_t start,
+                         size_t end, ERL_NIF_TERM *out)
+{
+    size_t len = end - start;
+    if (kc == NULL || len == 0 || len > KEY_CACHE_TEXT ||
+        memchr(in + start, '\\', len) != NULL)
+        return make_string(env, in, start, end, out);
+    text_entry *e = &kc->s[text_hash(in + start, len) % STR_CACHE_SIZE];
+    if (e->len == len && memcmp(e->text, in + start, len) == 0) {
+        *out = e->term;
+        return 0;
+    }
+    if (make_string(env, in, start, end, out) != 0)
+        return -1;
+    e->len = (unsigned char)len;
+    memcpy(e->text, in + start, len);
+    e->term = *out;
+    return 0;
+}
+
+/* A root-object key as an existing atom (event mode). 0, or -1: fall back. */
+static int key_atom(ErlNifEnv *env, key_cache *kc, const unsigned char *in, size_t start,
+                    size_t end, ERL_NIF_TERM *out)
+{
+    size_t len = end - start;
+    if (len > 255)
+        return -1;
+    for (size_t i = start; i < end; i++)
+        if (in[i] == '\\' || in[i] >= 0x80)
+            return -1;
+    int cacheable = kc != NULL && len > 0 && len <= KEY_CACHE_TEXT;
+    text_entry *e = cacheable ? &kc->e[text_hash(in + start, len) % KEY_CACHE_SIZE] : NULL;
+    if (e != NULL && e->len == len && memcmp(e->text, in + start, len) == 0) {
+        *out = e->term;
+        return 0;
+    }
+    if (!enif_make_existing_atom_len(env, (const char *)in + start, len, out, ERL_NIF_LATIN1))
+        return -1;
+    if (e != NULL) {
+        e->len = (unsigned char)len;
+        memcpy(e->text, in + start, len);
+        e->term = *out;
+    }
+    return 0;
+}
+
 /* Pass 3: terms from the tokens, last token first. vals is the value stack,
- * scratch holds one object's keys and values for enif_make_map_from_arrays. */
-static ERL_NIF_TERM build(ErlNifEnv *env, const unsigned char *in, const jsmntok_t *tok,
-                          size_t n, ERL_NIF_TERM *vals, ERL_NIF_TERM *scratch)
+ * scratch holds one object's keys and values for enif_make_map_from_arrays
+ * (room for 2 * n + 6 terms from vals). On B_INVALID *err_off / *why are set. */
+static int build(ErlNifEnv *env, const unsigned char *in, const jsmntok_t *tok, size_t n,
+                 ERL_NIF_TERM *vals, ERL_NIF_TERM *scratch, ev_mode *ev, ERL_NIF_TERM *out,
+                 size_t *err_off, int *why)
 {
     struct aion_json_priv *p = json_priv(env);
     size_t top = 0;
+    if (ev != NULL && (n == 0 || tok[0].type != JSMN_OBJECT))
+        return B_FALLBACK;
     for (size_t i = n; i-- > 0;) {
         const jsmntok_t *t = &tok[i];
         size_t start = (size_t)t->start, end = (size_t)t->end;
@@ -727,8 +824,15 @@ static ERL_NIF_TERM build(ErlNifEnv *env, const unsigned char *in, const jsmntok
         ERL_NIF_TERM v;
         switch (t->type) {
         case JSMN_STRING:
-            if (make_string(env, in, start, end, &v) != 0)
-                return enif_raise_exception(env, enif_make_atom(env, "enomem"));
+            if (ev != NULL && t->parent == 0) {
+                if (key_atom(env, ev->cache, in, start, end, &v) != 0)
+                    return B_FALLBACK;
+                if (v == p->atom_error || v == p->atom_reason)
+                    ev->term_field = 1;
+            } else if (cached_string(env, ev != NULL ? ev->cache : NULL, in, start, end, &v) !=
+                       0) {
+                return B_ENOMEM;
+            }
             break;
         case JSMN_PRIMITIVE:
             if (in[start] == 't') {
@@ -739,10 +843,13 @@ static ERL_NIF_TERM build(ErlNifEnv *env, const unsigned char *in, const jsmntok
                 v = p->atom_null;
             } else {
                 int rc = make_number(env, in + start, end - start, &v);
-                if (rc == R_NUMBER_OUT_OF_RANGE)
-                    return invalid_json(env, start, rc);
+                if (rc == R_NUMBER_OUT_OF_RANGE) {
+                    *err_off = start;
+                    *why = rc;
+                    return B_INVALID;
+                }
                 if (rc != 0)
-                    return enif_raise_exception(env, enif_make_atom(env, "enomem"));
+                    return B_ENOMEM;
             }
             break;
         case JSMN_ARRAY:
@@ -752,6 +859,23 @@ static ERL_NIF_TERM build(ErlNifEnv *env, const unsigned char *in, const jsmntok
             top -= k;
             break;
         case JSMN_OBJECT:
+            if (ev != NULL && i == 0) {
+                /* The event root: keys at scratch[0, k+3) (data keys, then the
+                 * headers), values at scratch[k+3, 2k+6); scratch has n+6 >= 2k+7. */
+                ERL_NIF_TERM *ks = scratch, *vs = scratch + k + 3;
+                for (size_t j = 0; j < k; j++) {
+                    ks[j] = vals[top - 1 - 2 * j];
+                    vs[j] = vals[top - 2 - 2 * j];
+                }
+                top -= 2 * k;
+                for (size_t j = 0; j < 3; j++) {
+                    ks[k + j] = ev->keys[j];
+                    vs[k + j] = ev->vals[j];
+                }
+                if (!enif_make_map_from_arrays(env, ks, vs, k + 3, &v))
+                    return B_FALLBACK; /* duplicate keys */
+                break;
+            }
             /* vals[top-1] is the first key, vals[top-2] its value, and so on. */
             for (size_t j = 0; j < k; j++) {
                 scratch[j] = vals[top - 1 - 2 * j];
@@ -766,13 +890,47 @@ static ERL_NIF_TERM build(ErlNifEnv *env, const unsigned char *in, const jsmntok
             }
             break;
         default:
-            return enif_raise_exception(env, enif_make_atom(env, "json_internal"));
+            return B_INTERNAL;
         }
         vals[top++] = v;
     }
     if (top != 1)
-        return enif_raise_exception(env, enif_make_atom(env, "json_internal"));
-    return enif_make_tuple2(env, p->atom_ok, vals[0]);
+        return B_INTERNAL;
+    *out = vals[0];
+    return B_OK;
+}
+
+/* Passes 1 and 2 over one JSON text: validate, then tokenise into b->tok (*ntok
+ * tokens). B_INVALID with s->pos / s->why set on invalid input. s->work is the
+ * work estimate the caller compares with its budget before building. */
+static int parse_text(const unsigned char *in, size_t len, dec_buf *b, scanner *s,
+                      size_t *ntok)
+{
+    if (len >= (size_t)INT_MAX) { /* jsmn keeps offsets in int */
+        s->pos = 0;
+        s->why = R_TOO_LARGE;
+        return B_INVALID;
+    }
+    s->in = in;
+    s->len = len;
+    if (scan(s) != 0)
+        return B_INVALID;
+    /* The scanner counted the tokens exactly: one jsmn pass into that array. */
+    if (s->ntokens == 0 || dec_buf_reserve(b, s->ntokens) != 0)
+        return s->ntokens == 0 ? B_INTERNAL : B_ENOMEM;
+    jsmn_parser jp;
+    jsmn_init(&jp);
+    int count = jsmn_parse(&jp, (const char *)in, len, b->tok, (unsigned)s->ntokens);
+    if (count <= 0 || (size_t)count != s->ntokens)
+        return B_INTERNAL;
+    *ntok = s->ntokens;
+    return B_OK;
+}
+
+static ERL_NIF_TERM build_error(ErlNifEnv *env, int rc)
+{
+    return enif_raise_exception(env, enif_make_atom(env, rc == B_ENOMEM ? "enomem"
+                                                                        : "json_internal"));
 }
 
 static ERL_NIF_TERM decode_run(ErlNifEnv *env, const ERL_NIF_TERM argv[], int dirty)
@@ -784,39 +942,27 @@ static ERL_NIF_TERM decode_run(ErlNifEnv *env, const ERL_NIF_TERM argv[], int di
     if (!dirty && bin.size > budget)
         return enif_schedule_nif(env, "json_decode", ERL_NIF_DIRTY_JOB_CPU_BOUND, decode_dirty,
                                  2, argv);
-    /* jsmn keeps offsets in int and counts in unsigned int. */
-    if (bin.size >= (size_t)INT_MAX)
-        return invalid_json(env, 0, R_TOO_LARGE);
+    dec_buf b = {NULL, NULL, 0};
     scanner s = {bin.data, bin.size, 0, 0, 0, 0};
-    if (scan(&s) != 0)
-        return invalid_json(env, s.pos, s.why);
-    if (!dirty && s.work > budget) /* long bignums: conversion work */
-        return enif_schedule_nif(env, "json_decode", ERL_NIF_DIRTY_JOB_CPU_BOUND, decode_dirty,
-                                 2, argv);
-
-    /* Pass 2: jsmn. Counting pass first, then the real one into an exact array. */
-    jsmn_parser jp;
-    jsmn_init(&jp);
-    int count = jsmn_parse(&jp, (const char *)bin.data, bin.size, NULL, 0);
-    if (count <= 0 || (size_t)count != s.ntokens)
-        return enif_raise_exception(env, enif_make_atom(env, "json_internal"));
-    size_t n = (size_t)count;
-    jsmntok_t *tok = enif_alloc(n * sizeof *tok);
-    ERL_NIF_TERM *vals = enif_alloc(2 * n * sizeof *vals);
-    ERL_NIF_TERM result;
-    if (tok == NULL || vals == NULL) {
-        result = enif_raise_exception(env, enif_make_atom(env, "enomem"));
+    size_t n = 0;
+    ERL_NIF_TERM result, v;
+    size_t off;
+    int why;
+    int rc = parse_text(bin.data, bin.size, &b, &s, &n);
+    if (rc == B_INVALID) {
+        result = invalid_json(env, s.pos, s.why);
+    } else if (rc != B_OK) {
+        result = build_error(env, rc);
+    } else if (!dirty && s.work > budget) { /* long bignums: conversion work */
+        result = enif_schedule_nif(env, "json_decode", ERL_NIF_DIRTY_JOB_CPU_BOUND,
+                                   decode_dirty, 2, argv);
     } else {
-        jsmn_init(&jp);
-        if (jsmn_parse(&jp, (const char *)bin.data, bin.size, tok, (unsigned)n) != count)
-            result = enif_raise_exception(env, enif_make_atom(env, "json_internal"));
-        else
-            result = build(env, bin.data, tok, n, vals, vals + n);
+        rc = build(env, bin.data, b.tok, n, b.vals, b.vals + n, NULL, &v, &off, &why);
+        result = rc == B_OK        ? enif_make_tuple2(env, json_priv(env)->atom_ok, v)
+                 : rc == B_INVALID ? invalid_json(env, off, why)
+                                   : build_error(env, rc);
     }
-    if (vals != NULL)
-        enif_free(vals);
-    if (tok != NULL)
-        enif_free(tok);
+    dec_buf_free(&b);
     return result;
 }
 
@@ -825,549 +971,128 @@ static ERL_NIF_TERM decode_dirty(ErlNifEnv *env, int argc, const ERL_NIF_TERM ar
     return decode_run(env, argv, 1);
 }
 
+/* ---------------------------------------------------------------------------
+ * Decode a history (json_decode_events/2)
+ * ------------------------------------------------------------------------- */
+
+static ERL_NIF_TERM decode_events_dirty(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
+
+/* One stored row {Seq, Type, RecordedAt, Data} to its event map (see ev_mode).
+ * B_OK with *out the map; B_FALLBACK (the row goes back unchanged); B_ENOMEM /
+ * B_INTERNAL (raise). *work accumulates the scanner's work estimate. */
+static int decode_row(ErlNifEnv *env, ERL_NIF_TERM row, dec_buf *b, key_cache *kc,
+                      size_t *work, ERL_NIF_TERM *out, int *term_field)
+{
+    struct aion_json_priv *p = json_priv(env);
+    const ERL_NIF_TERM *el;
+    int arity;
+    ErlNifBinary type, data;
+    if (!enif_get_tuple(env, row, &arity, &el) || arity != 4 ||
+        !enif_inspect_binary(env, el[1], &type) || !enif_inspect_binary(env, el[3], &data))
+        return B_FALLBACK;
+    ev_mode ev = {{p->atom_seq, p->atom_type, p->atom_recorded_at}, {el[0], 0, el[2]}, 0, kc};
+    if (key_atom(env, kc, type.data, 0, type.size, &ev.vals[1]) != 0)
+        return B_FALLBACK;
+    scanner s = {data.data, data.size, 0, 0, 0, 0};
+    size_t n = 0, off;
+    int why;
+    int rc = parse_text(data.data, data.size, b, &s, &n);
+    *work += s.work > data.size ? s.work : data.size;
+    if (rc == B_INVALID)
+        return B_FALLBACK;
+    if (rc != B_OK)
+        return rc;
+    rc = build(env, data.data, b->tok, n, b->vals, b->vals + n, &ev, out, &off, &why);
+    *term_field = ev.term_field;
+    return rc == B_INVALID ? B_FALLBACK : rc;
+}
+
+/* Sum of the Data sizes of a list of rows (malformed rows count 0). */
+static size_t rows_size(ErlNifEnv *env, ERL_NIF_TERM list)
+{
+    size_t total = 0;
+    ERL_NIF_TERM head;
+    const ERL_NIF_TERM *el;
+    int arity;
+    ErlNifBinary data;
+    while (enif_get_list_cell(env, list, &head, &list))
+        if (enif_get_tuple(env, head, &arity, &el) && arity == 4 &&
+            enif_inspect_binary(env, el[3], &data))
+            total += data.size;
+    return total;
+}
+
+static ERL_NIF_TERM decode_events_run(ErlNifEnv *env, const ERL_NIF_TERM argv[], int dirty)
+{
+    struct aion_json_priv *p = json_priv(env);
+    unsigned len;
+    ErlNifUInt64 budget;
+    if (!enif_get_list_length(env, argv[0], &len) || !enif_get_uint64(env, argv[1], &budget))
+        return enif_make_badarg(env);
+    if (!dirty && rows_size(env, argv[0]) > budget)
+        return enif_schedule_nif(env, "json_decode_events", ERL_NIF_DIRTY_JOB_CPU_BOUND,
+                                 decode_events_dirty, 2, argv);
+    ERL_NIF_TERM *outs = enif_alloc((len > 0 ? len : 1) * sizeof *outs);
+    if (outs == NULL)
+        return enif_raise_exception(env, enif_make_atom(env, "enomem"));
+    key_cache *kc = enif_alloc(sizeof *kc);
+    if (kc == NULL) {
+        enif_free(outs);
+        return enif_raise_exception(env, enif_make_atom(env, "enomem"));
+    }
+    memset(kc, 0, sizeof *kc);
+    dec_buf b = {NULL, NULL, 0};
+    ERL_NIF_TERM list = argv[0], row, result;
+    size_t work = 0;
+    int mixed = 0, rc = B_OK;
+    for (unsigned i = 0; i < len && enif_get_list_cell(env, list, &row, &list); i++) {
+        int term_field = 0;
+        rc = decode_row(env, row, &b, kc, &work, &outs[i], &term_field);
+        if (rc == B_FALLBACK) {
+            outs[i] = row; /* the 4-tuple: aion_event decodes it in Erlang */
+            mixed = 1;
+            rc = B_OK;
+        } else if (rc != B_OK) {
+            break;
+        } else if (term_field) {
+            outs[i] = enif_make_tuple1(env, outs[i]);
+            mixed = 1;
+        }
+        if (!dirty && work > budget) /* long bignums: conversion work */
+            break;
+    }
+    if (rc != B_OK)
+        result = build_error(env, rc);
+    else if (!dirty && work > budget)
+        result = enif_schedule_nif(env, "json_decode_events", ERL_NIF_DIRTY_JOB_CPU_BOUND,
+                                   decode_events_dirty, 2, argv);
+    else
+        result = enif_make_tuple2(env, mixed ? p->atom_mixed : p->atom_ok,
+                                  enif_make_list_from_array(env, outs, len));
+    dec_buf_free(&b);
+    enif_free(kc);
+    enif_free(outs);
+    return result;
+}
+
+static ERL_NIF_TERM decode_events_dirty(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    return decode_events_run(env, argv, 1);
+}
+
+/* json_decode_events([{Seq, Type, RecordedAt, Data}], Budget) -> {ok | mixed, Out}.
+ * Out has one element per row: the event map (atom keys), or {Map} when it has an
+ * `error'/`reason' field (term fields: the caller unwraps them), or the row itself
+ * when the fast path does not apply (mixed). Starts on a normal scheduler; rows
+ * with more than Budget bytes of Data (plus bignum work) -> dirty CPU. */
+ERL_NIF_TERM aion_nif_json_decode_events(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    return decode_events_run(env, argv, 0);
+}
+
 /* json_decode(Binary, Budget) -> {ok, Term} | {error, {invalid_json, Offset, Why}}.
  * Starts on a normal scheduler; more than Budget bytes of work -> dirty CPU. */
 ERL_NIF_TERM aion_nif_json_decode(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
 {
     return decode_run(env, argv, 0);
-}
-
-
-/* ---------------------------------------------------------------------------
- * Encode
- *
- * The output grows in one ErlNifBinary (doubling), handed to the caller without
- * a copy. `work` counts output bytes plus bignum conversion work; on a normal
- * scheduler the walk gives up (E_ABORT) as soon as it exceeds the budget and
- * json_encode starts again on a dirty CPU scheduler.
- * ------------------------------------------------------------------------- */
-
-enum { E_OK = 0, E_PAYLOAD, E_ABORT, E_NOMEM };
-
-typedef struct {
-    ErlNifEnv *env;
-    struct aion_json_priv *p;
-    ErlNifBinary buf;
-    int have_buf;
-    size_t len;
-    size_t work;
-    size_t budget; /* SIZE_MAX when dirty */
-    int why;       /* reason of E_PAYLOAD */
-} encoder;
-
-/* Room for n more bytes. */
-static int reserve(encoder *e, size_t n)
-{
-    if (e->len + n <= e->buf.size)
-        return E_OK;
-    size_t cap = e->buf.size ? e->buf.size : 256;
-    while (cap < e->len + n) {
-        if (cap > SIZE_MAX / 2)
-            return E_NOMEM;
-        cap *= 2;
-    }
-    if (!enif_realloc_binary(&e->buf, cap))
-        return E_NOMEM;
-    return E_OK;
-}
-
-/* Accounts for n bytes of work; E_ABORT once over budget. */
-static int spend(encoder *e, size_t n)
-{
-    e->work += n;
-    return e->work > e->budget ? E_ABORT : E_OK;
-}
-
-static int put(encoder *e, const void *data, size_t n)
-{
-    int rc = spend(e, n);
-    if (rc == E_OK)
-        rc = reserve(e, n);
-    if (rc != E_OK)
-        return rc;
-    memcpy(e->buf.data + e->len, data, n);
-    e->len += n;
-    return E_OK;
-}
-
-static int put_char(encoder *e, char c)
-{
-    return put(e, &c, 1);
-}
-
-/* A quoted, escaped JSON string from n bytes that must be UTF-8. */
-static int put_string(encoder *e, const unsigned char *s, size_t n)
-{
-    static const char hex[] = "0123456789abcdef";
-    int rc = spend(e, n + 2);
-    if (rc == E_OK)
-        rc = reserve(e, 6 * n + 2); /* worst case: every byte \u00XX */
-    if (rc != E_OK)
-        return rc;
-    unsigned char *o = e->buf.data + e->len;
-    const unsigned char *end = s + n;
-    *o++ = '"';
-    while (s < end) {
-        unsigned char c = *s;
-        if (c >= 0x20 && c < 0x80 && c != '"' && c != '\\') {
-            *o++ = c;
-            s++;
-            continue;
-        }
-        if (c >= 0x80) {
-            size_t k = utf8_seq(s, end);
-            if (k == 0) {
-                e->why = R_INVALID_UTF8;
-                return E_PAYLOAD;
-            }
-            memcpy(o, s, k);
-            o += k;
-            s += k;
-            continue;
-        }
-        *o++ = '\\';
-        switch (c) {
-        case '"': *o++ = '"'; break;
-        case '\\': *o++ = '\\'; break;
-        case '\b': *o++ = 'b'; break;
-        case '\f': *o++ = 'f'; break;
-        case '\n': *o++ = 'n'; break;
-        case '\r': *o++ = 'r'; break;
-        case '\t': *o++ = 't'; break;
-        default:
-            *o++ = 'u';
-            *o++ = '0';
-            *o++ = '0';
-            *o++ = (unsigned char)hex[c >> 4];
-            *o++ = (unsigned char)hex[c & 15];
-        }
-        s++;
-    }
-    *o++ = '"';
-    e->len = (size_t)(o - e->buf.data);
-    return E_OK;
-}
-
-/* The UTF-8 text of an atom into buf (at least 4 * 255 bytes); its length, or
- * (size_t)-1. Latin-1 atoms directly; others (Unicode atoms, which OTP 25's
- * enif_get_atom cannot return) from their external format. */
-#define ATOM_TEXT_MAX ((size_t)4 * 255)
-static size_t atom_text(ErlNifEnv *env, ERL_NIF_TERM atom, unsigned char *buf)
-{
-    char l1[256];
-    int n = enif_get_atom(env, atom, l1, sizeof l1, ERL_NIF_LATIN1);
-    if (n > 0) {
-        unsigned char *o = buf;
-        for (int i = 0; i < n - 1; i++)
-            o = utf8_put(o, (unsigned char)l1[i]);
-        return (size_t)(o - buf);
-    }
-    ErlNifBinary etf;
-    if (!enif_term_to_binary(env, atom, &etf))
-        return (size_t)-1;
-    size_t len = (size_t)-1, off = 0;
-    if (etf.size >= 3 && etf.data[1] == 119) { /* SMALL_ATOM_UTF8_EXT */
-        len = etf.data[2];
-        off = 3;
-    } else if (etf.size >= 4 && etf.data[1] == 118) { /* ATOM_UTF8_EXT */
-        len = ((size_t)etf.data[2] << 8) | etf.data[3];
-        off = 4;
-    }
-    if (len != (size_t)-1 && (len > ATOM_TEXT_MAX || off + len > etf.size))
-        len = (size_t)-1;
-    if (len != (size_t)-1)
-        memcpy(buf, etf.data + off, len);
-    enif_release_binary(&etf);
-    return len;
-}
-
-/* A binary term with the atom's text (for error paths). */
-static ERL_NIF_TERM atom_to_binary_term(ErlNifEnv *env, ERL_NIF_TERM atom)
-{
-    unsigned char text[ATOM_TEXT_MAX];
-    size_t n = atom_text(env, atom, text);
-    ERL_NIF_TERM bin;
-    if (n == (size_t)-1)
-        n = 0;
-    unsigned char *o = enif_make_new_binary(env, n, &bin);
-    if (o == NULL)
-        return enif_make_atom(env, "undefined");
-    memcpy(o, text, n);
-    return bin;
-}
-
-static int put_double(encoder *e, double x)
-{
-    char b[40];
-    int n = 0;
-    for (int prec = 15; prec <= 17; prec++) {
-        n = snprintf(b, sizeof b - 2, "%.*g", prec, x);
-        if (strtod(b, NULL) == x)
-            break;
-    }
-    if (n <= 0 || (size_t)n >= sizeof b - 2)
-        return E_NOMEM;
-    if (strpbrk(b, ".e") == NULL) { /* "1" would decode as an integer */
-        b[n++] = '.';
-        b[n++] = '0';
-    }
-    return put(e, b, (size_t)n);
-}
-
-/* An integer beyond 64 bits, from its external format (SMALL_/LARGE_BIG_EXT). */
-static int put_bignum(encoder *e, ERL_NIF_TERM t)
-{
-    ErlNifBinary etf;
-    if (!enif_term_to_binary(e->env, t, &etf))
-        return E_NOMEM;
-    size_t n = 0, off = 0;
-    int neg = 0, rc = E_OK;
-    if (etf.size >= 4 && etf.data[1] == 110) {
-        n = etf.data[2];
-        neg = etf.data[3] != 0;
-        off = 4;
-    } else if (etf.size >= 7 && etf.data[1] == 111) {
-        n = ((size_t)etf.data[2] << 24) | ((size_t)etf.data[3] << 16) |
-            ((size_t)etf.data[4] << 8) | etf.data[5];
-        neg = etf.data[6] != 0;
-        off = 7;
-    }
-    if (off == 0 || off + n > etf.size) {
-        enif_release_binary(&etf);
-        e->why = R_UNSUPPORTED_TYPE;
-        return E_PAYLOAD;
-    }
-    /* 4,300 decimal digits need 1,786 bytes; the digit count is checked below. */
-    if (n > 1800) {
-        enif_release_binary(&etf);
-        e->why = R_NUMBER_OUT_OF_RANGE;
-        return E_PAYLOAD;
-    }
-    rc = spend(e, n * n); /* ~ n^2/15 64-bit divisions */
-    size_t nl = (n + 3) / 4, nc = 0;
-    uint32_t *limb = NULL, *chunk = NULL;
-    char *text = NULL;
-    if (rc == E_OK) {
-        limb = enif_alloc((nl + 1) * sizeof *limb);
-        chunk = enif_alloc((2 * nl + 2) * sizeof *chunk);
-        text = enif_alloc(9 * (2 * nl + 2) + 2);
-        if (limb == NULL || chunk == NULL || text == NULL)
-            rc = E_NOMEM;
-    }
-    if (rc == E_OK) {
-        memset(limb, 0, (nl + 1) * sizeof *limb);
-        for (size_t b = 0; b < n; b++)
-            limb[b / 4] |= (uint32_t)etf.data[off + b] << (8 * (b % 4));
-        while (nl > 0 && limb[nl - 1] == 0)
-            nl--;
-        while (nl > 0) { /* repeated division by 10^9, least significant first */
-            uint64_t rem = 0;
-            for (size_t i = nl; i-- > 0;) {
-                uint64_t cur = (rem << 32) | limb[i];
-                limb[i] = (uint32_t)(cur / 1000000000u);
-                rem = cur % 1000000000u;
-            }
-            chunk[nc++] = (uint32_t)rem;
-            while (nl > 0 && limb[nl - 1] == 0)
-                nl--;
-        }
-        if (nc == 0)
-            chunk[nc++] = 0;
-        size_t len = 0;
-        if (neg)
-            text[len++] = '-';
-        len += (size_t)sprintf(text + len, "%" PRIu32, chunk[nc - 1]);
-        for (size_t i = nc - 1; i-- > 0;)
-            len += (size_t)sprintf(text + len, "%09" PRIu32, chunk[i]);
-        if (len - (size_t)neg > AION_JSON_MAX_INT_DIGITS) {
-            e->why = R_NUMBER_OUT_OF_RANGE;
-            rc = E_PAYLOAD;
-        } else {
-            rc = put(e, text, len);
-        }
-    }
-    if (text != NULL)
-        enif_free(text);
-    if (chunk != NULL)
-        enif_free(chunk);
-    if (limb != NULL)
-        enif_free(limb);
-    enif_release_binary(&etf);
-    return rc;
-}
-
-/* One open list or map of the walk. `cur` is the path element of the member
- * being written (list index, or map key term). */
-typedef struct {
-    int is_map;
-    ERL_NIF_TERM tail; /* list: the rest */
-    size_t index;      /* members written so far */
-    ErlNifMapIterator it;
-    ERL_NIF_TERM cur_key;
-} frame;
-
-/* Frames in fixed blocks allocated on demand (a frame never moves: it holds a
- * live map iterator); a flat term needs no allocation beyond the first block. */
-#define FRAMES_PER_BLOCK 32
-typedef struct {
-    frame *block[AION_JSON_MAX_DEPTH / FRAMES_PER_BLOCK];
-} frame_stack;
-
-/* Frame d, allocating its block when needed; NULL if that fails. */
-static frame *frame_at(frame_stack *fs, size_t d)
-{
-    frame **b = &fs->block[d / FRAMES_PER_BLOCK];
-    if (*b == NULL)
-        *b = enif_alloc(FRAMES_PER_BLOCK * sizeof **b);
-    return *b == NULL ? NULL : &(*b)[d % FRAMES_PER_BLOCK];
-}
-
-static void frames_free(frame_stack *fs)
-{
-    for (size_t i = 0; i < AION_JSON_MAX_DEPTH / FRAMES_PER_BLOCK; i++)
-        if (fs->block[i] != NULL)
-            enif_free(fs->block[i]);
-}
-
-/* A scalar, or E_OK with *open set when t is a list or map to descend into. */
-static int put_scalar(encoder *e, ERL_NIF_TERM t)
-{
-    ErlNifEnv *env = e->env;
-    ErlNifSInt64 i;
-    ErlNifUInt64 u;
-    double d;
-    ErlNifBinary b;
-    char num[24];
-    switch (enif_term_type(env, t)) {
-    case ERL_NIF_TERM_TYPE_ATOM: {
-        if (enif_is_identical(t, e->p->atom_true))
-            return put(e, "true", 4);
-        if (enif_is_identical(t, e->p->atom_false))
-            return put(e, "false", 5);
-        if (enif_is_identical(t, e->p->atom_null))
-            return put(e, "null", 4);
-        unsigned char text[ATOM_TEXT_MAX];
-        size_t n = atom_text(env, t, text);
-        if (n == (size_t)-1) {
-            e->why = R_UNSUPPORTED_TYPE;
-            return E_PAYLOAD;
-        }
-        return put_string(e, text, n);
-    }
-    case ERL_NIF_TERM_TYPE_INTEGER:
-        if (enif_get_int64(env, t, &i))
-            return put(e, num, (size_t)snprintf(num, sizeof num, "%" PRId64, (int64_t)i));
-        if (enif_get_uint64(env, t, &u))
-            return put(e, num, (size_t)snprintf(num, sizeof num, "%" PRIu64, (uint64_t)u));
-        return put_bignum(e, t);
-    case ERL_NIF_TERM_TYPE_FLOAT:
-        if (!enif_get_double(env, t, &d))
-            break;
-        return put_double(e, d);
-    case ERL_NIF_TERM_TYPE_BITSTRING:
-        if (!enif_inspect_binary(env, t, &b))
-            break; /* not a whole number of bytes */
-        return put_string(e, b.data, b.size);
-    default:
-        break;
-    }
-    e->why = R_UNSUPPORTED_TYPE;
-    return E_PAYLOAD;
-}
-
-/* The key text of a map member into buf; E_PAYLOAD (invalid_key) if the key is
- * not an atom or UTF-8 binary, or an atom whose text is also a key of the map. */
-static int key_text(encoder *e, ERL_NIF_TERM map, ERL_NIF_TERM k, const unsigned char **text,
-                    size_t *n, unsigned char *buf)
-{
-    ErlNifBinary b;
-    e->why = R_INVALID_KEY;
-    if (enif_inspect_binary(e->env, k, &b)) {
-        int rc = spend(e, b.size); /* validating a long key is work too */
-        if (rc != E_OK)
-            return rc;
-        if (!utf8_valid(b.data, b.size))
-            return E_PAYLOAD;
-        *text = b.data;
-        *n = b.size;
-        return E_OK;
-    }
-    if (!enif_is_atom(e->env, k))
-        return E_PAYLOAD;
-    *n = atom_text(e->env, k, buf);
-    if (*n == (size_t)-1)
-        return E_PAYLOAD;
-    *text = buf;
-    size_t size;
-    if (enif_get_map_size(e->env, map, &size) && size > 1) {
-        ERL_NIF_TERM bin, v;
-        unsigned char *o = enif_make_new_binary(e->env, *n, &bin);
-        if (o == NULL)
-            return E_NOMEM;
-        memcpy(o, buf, *n);
-        if (enif_get_map_value(e->env, map, bin, &v))
-            return E_PAYLOAD; /* both a and <<"a">>: one JSON name */
-    }
-    return E_OK;
-}
-
-/* {error, {invalid_payload, Path, Why}} with the path of the first n frames. */
-static ERL_NIF_TERM invalid_payload(encoder *e, frame_stack *st, size_t n)
-{
-    ErlNifEnv *env = e->env;
-    ERL_NIF_TERM path = enif_make_list(env, 0);
-    for (size_t i = n; i-- > 0;) {
-        const frame *f = frame_at(st, i); /* allocated: i < depth */
-        ERL_NIF_TERM el;
-        if (f == NULL)
-            continue;
-        if (!f->is_map)
-            el = enif_make_uint64(env, f->index - 1);
-        else if (enif_is_atom(env, f->cur_key))
-            el = atom_to_binary_term(env, f->cur_key);
-        else
-            el = f->cur_key;
-        path = enif_make_list_cell(env, el, path);
-    }
-    return enif_make_tuple2(env, e->p->atom_error,
-                            enif_make_tuple3(env, e->p->atom_invalid_payload, path,
-                                             e->p->reasons[e->why]));
-}
-
-/* Walks the term. Returns E_*; on E_PAYLOAD *result is the error term. */
-static int walk(encoder *e, ERL_NIF_TERM root, frame_stack *st, ERL_NIF_TERM *result)
-{
-    ErlNifEnv *env = e->env;
-    size_t depth = 0;
-    size_t err_depth = 0;
-    ERL_NIF_TERM v = root;
-    unsigned char keybuf[ATOM_TEXT_MAX];
-    int rc;
-    for (;;) {
-        /* Write v, or open it. */
-        int is_list = enif_is_list(env, v), is_map = enif_is_map(env, v);
-        if (is_list || is_map) {
-            err_depth = depth;
-            if (depth >= AION_JSON_MAX_DEPTH) {
-                e->why = R_TOO_DEEP;
-                rc = E_PAYLOAD;
-                goto out;
-            }
-            frame *f = frame_at(st, depth);
-            if (f == NULL) {
-                rc = E_NOMEM;
-                goto out;
-            }
-            f->is_map = is_map;
-            f->index = 0;
-            f->tail = v;
-            if (is_map && !enif_map_iterator_create(env, v, &f->it, ERL_NIF_MAP_ITERATOR_FIRST)) {
-                rc = E_NOMEM;
-                goto out;
-            }
-            depth++;
-            rc = put_char(e, is_map ? '{' : '[');
-        } else {
-            err_depth = depth;
-            rc = put_scalar(e, v);
-        }
-        if (rc != E_OK)
-            goto out;
-        /* Next member of the innermost open container, closing finished ones. */
-        for (;;) {
-            if (depth == 0)
-                goto out;
-            frame *f = frame_at(st, depth - 1);
-            ERL_NIF_TERM k, next;
-            if (!f->is_map) {
-                if (enif_get_list_cell(env, f->tail, &v, &next)) {
-                    f->tail = next;
-                    rc = f->index++ ? put_char(e, ',') : E_OK;
-                    break;
-                }
-                if (!enif_is_empty_list(env, f->tail)) { /* improper tail */
-                    f->index++;
-                    err_depth = depth;
-                    e->why = R_UNSUPPORTED_TYPE;
-                    rc = E_PAYLOAD;
-                    goto out;
-                }
-                rc = put_char(e, ']');
-            } else {
-                if (enif_map_iterator_get_pair(env, &f->it, &k, &v)) {
-                    const unsigned char *text;
-                    size_t n;
-                    enif_map_iterator_next(env, &f->it);
-                    err_depth = depth - 1;
-                    rc = key_text(e, f->tail, k, &text, &n, keybuf);
-                    if (rc == E_OK && f->index++)
-                        rc = put_char(e, ',');
-                    if (rc == E_OK)
-                        rc = put_string(e, text, n);
-                    if (rc == E_OK)
-                        rc = put_char(e, ':');
-                    f->cur_key = k;
-                    break;
-                }
-                enif_map_iterator_destroy(env, &f->it);
-                rc = put_char(e, '}');
-            }
-            depth--;
-            if (rc != E_OK)
-                goto out;
-        }
-        if (rc != E_OK)
-            goto out;
-    }
-out:
-    for (size_t i = depth; i-- > 0;) {
-        frame *f = frame_at(st, i);
-        if (f != NULL && f->is_map)
-            enif_map_iterator_destroy(env, &f->it);
-    }
-    if (rc == E_PAYLOAD)
-        *result = invalid_payload(e, st, err_depth);
-    return rc;
-}
-
-static ERL_NIF_TERM encode_dirty(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
-
-static ERL_NIF_TERM encode_run(ErlNifEnv *env, const ERL_NIF_TERM argv[], int dirty)
-{
-    ErlNifUInt64 budget;
-    if (!enif_get_uint64(env, argv[1], &budget))
-        return enif_make_badarg(env);
-    encoder e;
-    memset(&e, 0, sizeof e);
-    e.env = env;
-    e.p = json_priv(env);
-    e.budget = dirty || budget > SIZE_MAX ? SIZE_MAX : (size_t)budget;
-    if (!enif_alloc_binary(256, &e.buf))
-        return enif_raise_exception(env, enif_make_atom(env, "enomem"));
-    frame_stack st;
-    memset(&st, 0, sizeof st);
-    ERL_NIF_TERM result = 0;
-    int rc = walk(&e, argv[0], &st, &result);
-    frames_free(&st);
-    if (rc == E_OK && enif_realloc_binary(&e.buf, e.len))
-        return enif_make_tuple2(env, e.p->atom_ok, enif_make_binary(env, &e.buf));
-    enif_release_binary(&e.buf);
-    if (rc == E_PAYLOAD)
-        return result;
-    if (rc == E_ABORT)
-        return enif_schedule_nif(env, "json_encode", ERL_NIF_DIRTY_JOB_CPU_BOUND, encode_dirty,
-                                 2, argv);
-    return enif_raise_exception(env, enif_make_atom(env, "enomem"));
-}
-
-static ERL_NIF_TERM encode_dirty(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
-{
-    return encode_run(env, argv, 1);
-}
-
-/* json_encode(Term, Budget) -> {ok, Binary} | {error, {invalid_payload, Path, Why}}.
- * Starts on a normal scheduler; more than Budget bytes of work -> restarts dirty. */
-ERL_NIF_TERM aion_nif_json_encode(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
-{
-    return encode_run(env, argv, 0);
 }

@@ -11,12 +11,14 @@ void aion_json_unload(struct aion_json_priv *priv);
 
 ERL_NIF_TERM aion_nif_json_decode(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
 ERL_NIF_TERM aion_nif_json_encode(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
+ERL_NIF_TERM aion_nif_json_decode_events(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
 
 /* Function-table entries of this module, spliced into aion_nif.c's table.
- * Both start on a normal scheduler and move themselves to a dirty CPU scheduler
+ * All start on a normal scheduler and move themselves to a dirty CPU scheduler
  * (enif_schedule_nif) when the work exceeds the byte budget given as 2nd argument. */
 #define AION_JSON_NIFS                                                         \
     {"json_decode", 2, aion_nif_json_decode, 0}, /* normal; dirty CPU > budget */ \
-    {"json_encode", 2, aion_nif_json_encode, 0}, /* normal; dirty CPU > budget */
+    {"json_encode", 2, aion_nif_json_encode, 0}, /* normal; dirty CPU > budget */ \
+    {"json_decode_events", 2, aion_nif_json_decode_events, 0}, /* same */
 
 #endif

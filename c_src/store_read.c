@@ -10,7 +10,9 @@ static const char *const R_SQL[R_COUNT] = {
     [R_COMMIT] = "COMMIT",
     [R_ROLLBACK] = "ROLLBACK",
     [R_HEAD] = "SELECT last_event, next_seq FROM runs WHERE run_id = ?1",
-    [R_EVENT] = "SELECT seq, type, recorded_at, data, prev FROM events WHERE id = ?1",
+    /* From event ?1 down: walk_history steps on while the chain is contiguous. */
+    [R_EVENT] = "SELECT seq, type, recorded_at, data, prev, id FROM events WHERE id <= ?1"
+                " ORDER BY id DESC",
     [R_GET_RUN] = "SELECT " RUN_COLS " FROM runs WHERE run_id = ?1",
     [R_CURRENT_RUN] = "SELECT " RUN_COLS " FROM runs WHERE workflow_id = ?1"
                       " ORDER BY create_seq DESC LIMIT 1",
@@ -230,20 +232,40 @@ static ERL_NIF_TERM walk_history(ErlNifEnv *env, const store_atoms *a, reader *r
     sqlite3_reset(head);
     if (from < 1)
         from = 1;
+    /* ev scans rowids downwards from a seek. A run's events are usually stored
+     * in runs of consecutive rowids (a batch of appends, or no other run writing
+     * meanwhile): while prev is the rowid just below, the next step of the scan is
+     * the wanted event; otherwise (or if it is not) the scan seeks again. */
+    int positioned = 0;
     while (rc == SQLITE_DONE && expect >= from) {
-        if (id <= 0 || (rc = sqlite3_bind_int64(ev, 1, id)) != SQLITE_OK)
+        if (id <= 0)
             break;
-        rc = sqlite3_step(ev);
-        if (rc != SQLITE_ROW || sqlite3_column_int64(ev, 0) != expect) {
+        rc = SQLITE_DONE;
+        if (positioned) {
+            rc = sqlite3_step(ev);
+            if (rc != SQLITE_ROW || sqlite3_column_int64(ev, 5) != id)
+                rc = SQLITE_DONE; /* not the wanted row after all: seek */
+        }
+        if (rc != SQLITE_ROW) {
             sqlite3_reset(ev);
+            if ((rc = sqlite3_bind_int64(ev, 1, id)) != SQLITE_OK)
+                break;
+            rc = sqlite3_step(ev);
+        }
+        if (rc != SQLITE_ROW || sqlite3_column_int64(ev, 5) != id ||
+            sqlite3_column_int64(ev, 0) != expect) {
+            if (rc == SQLITE_ROW)
+                rc = SQLITE_DONE; /* a missing event: broken chain */
             break;
         }
         list = enif_make_list_cell(env, row_term(env, a, ev, ROW_EVENT), list);
-        id = sqlite3_column_int64(ev, 4);
-        sqlite3_reset(ev);
+        ErlNifSInt64 prev = sqlite3_column_int64(ev, 4);
+        positioned = prev == id - 1;
+        id = prev;
         expect--;
         rc = SQLITE_DONE;
     }
+    sqlite3_reset(ev);
     ERL_NIF_TERM out;
     if (rc == SQLITE_DONE && expect < from) {
         out = aion_ok(env, list);

@@ -61,7 +61,7 @@
 %% calling scheduler.
 -module(aion_json).
 
--export([encode/1, encode_bin/1, decode/1]).
+-export([encode/1, encode_bin/1, decode/1, decode_events/1]).
 
 -export_type([payload/0, path/0]).
 
@@ -94,3 +94,12 @@ decode(Bin) when is_binary(Bin) ->
     aion_nif:json_decode(Bin, ?BUDGET);
 decode(IoData) ->
     aion_nif:json_decode(iolist_to_binary(IoData), ?BUDGET).
+
+%% @doc Decodes stored history rows `{Seq, Type, RecordedAt, Data}' (for
+%% `aion_event'): `{ok, [Event]}', or `{mixed, Out}' when some rows need the Erlang
+%% decoder (see `aion_nif:json_decode_events/2'). Event maps have atom field names
+%% (existing atoms only) plus `seq', `type', `recorded_at'; payload values are
+%% decoded as by {@link decode/1}. `badarg' for a non-list.
+-spec decode_events([tuple()]) -> {ok | mixed, [map() | {map()} | tuple()]}.
+decode_events(Rows) ->
+    aion_nif:json_decode_events(Rows, ?BUDGET).

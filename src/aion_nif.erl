@@ -25,8 +25,8 @@
 -nifs([build_info/0]).
 
 %% json section (c_src/json.c); attributes here, stubs in the json section below.
--export([json_decode/2, json_encode/2]).
--nifs([json_decode/2, json_encode/2]).
+-export([json_decode/2, json_encode/2, json_decode_events/2]).
+-nifs([json_decode/2, json_encode/2, json_decode_events/2]).
 
 %% sql section (attributes must precede every function definition).
 -export([sql_open/3, sql_close/1, sql_exec/2, sql_query/3]).
@@ -144,6 +144,16 @@ json_decode(_Bin, _Budget) -> ?NOT_LOADED.
 -spec json_encode(term(), non_neg_integer()) ->
           {ok, binary()} | {error, {invalid_payload, [binary() | non_neg_integer()], atom()}}.
 json_encode(_Term, _Budget) -> ?NOT_LOADED.
+
+%% @doc Decodes stored history rows `{Seq, Type, RecordedAt, Data}' into event maps
+%% (top-level keys as existing atoms, never created; the rest as json_decode/2).
+%% Returns `{ok, Events}' or `{mixed, Out}' where an element of Out is an event map,
+%% `{Map}' (the map has an `error' or `reason' field to unwrap) or the row itself (not
+%% decodable here: non-existing atom, invalid JSON, ...). Budget: bytes of Data above
+%% which the call moves to a dirty CPU scheduler. `badarg' for a non-list or bad budget.
+-spec json_decode_events([tuple()], non_neg_integer()) ->
+          {ok | mixed, [map() | {map()} | tuple()]}.
+json_decode_events(_Rows, _Budget) -> ?NOT_LOADED.
 
 
 

@@ -91,10 +91,44 @@ add(#{seq := Seq} = Ev, #replay{events = Evs} = R) ->
             advance(R1)
     end.
 
-%% @doc Adds several decoded events (any order).
+%% @doc Adds several decoded events (any order). Same result as adding them one by
+%% one with {@link add/2}; a run of events that continues the contiguous prefix in
+%% seq order (a history load) takes a bulk path that builds the maps at once.
 -spec add_all([event()], replay()) -> replay().
+add_all(Evs, #replay{known = K, max = K, ncmds = N, last_cmd = L} = R) ->
+    bulk(Evs, K, N, L, R, [], [], [], []);
 add_all(Evs, R) ->
     lists:foldl(fun add/2, R, Evs).
+
+%% Events Seq = K + 1, K + 2, ... while nothing is known above K: each is new and
+%% joins the prefix at once, so the indexes only grow. Es: {Seq, Event}, Cs:
+%% {N, Seq} commands, Os: {FutureKey, Seq}, Cx: cancel requests; all newest first.
+%% Reopens and signals (rare, and indexed with state) end the bulk run.
+bulk([#{seq := Seq, type := T} = Ev | Rest], K, N, L, R, Es, Cs, Os, Cx)
+  when Seq =:= K + 1, T =/= workflow_reopened, T =/= signal_received ->
+    Es1 = [{Seq, Ev} | Es],
+    case command_kind(Ev) of
+        false when T =:= workflow_cancel_requested ->
+            bulk(Rest, Seq, N, L, R, Es1, Cs, Os, [Seq | Cx]);
+        false ->
+            case future_key(Ev) of
+                false -> bulk(Rest, Seq, N, L, R, Es1, Cs, Os, Cx);
+                Key -> bulk(Rest, Seq, N, L, R, Es1, Cs, [{Key, Seq} | Os], Cx)
+            end;
+        _ ->
+            bulk(Rest, Seq, N + 1, Seq, R, Es1, [{N + 1, Seq} | Cs], Os, Cx)
+    end;
+bulk(Rest, _K, _N, _L, R, [], _, _, _) ->
+    lists:foldl(fun add/2, R, Rest);
+bulk(Rest, K, N, L, #replay{events = E0, cmds = C0, outcomes = O0, cancel_reqs = CR0} = R,
+     Es, Cs, Os, Cx) ->
+    %% maps:from_list keeps the last of equal keys: Os is newest first, so the
+    %% lowest seq settles a future; an outcome known before the run wins.
+    R1 = R#replay{events = maps:merge(E0, maps:from_list(Es)), known = K, max = K,
+                  cmds = maps:merge(C0, maps:from_list(Cs)), ncmds = N, last_cmd = L,
+                  outcomes = maps:merge(maps:from_list(Os), O0),
+                  cancel_reqs = CR0 ++ lists:reverse(Cx)},
+    lists:foldl(fun add/2, R1, Rest).
 
 %% @doc The end of the contiguous known prefix (every seq 1..K is known).
 -spec known(replay()) -> non_neg_integer().

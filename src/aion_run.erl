@@ -40,6 +40,11 @@
 -type mode() :: recover | {rehydrate, pid()} | {new, pid(), reference()}
               | {fresh, fresh_start()}.
 
+%% Histories longer than this many events are loaded into a presized heap
+%% (load_history/3); the size is capped (words).
+-define(PRESIZE_EVENTS, 1000).
+-define(PRESIZE_MAX_WORDS, 16#1000000).
+
 %%% ===========================================================================
 %%% Process life
 %%% ===========================================================================
@@ -183,17 +188,34 @@ begin_run(Ctx, RunId, {rehydrate, Notify}) ->
     begin_run(Ctx, RunId, recover);
 begin_run(#{store := Store} = Ctx, RunId, recover) ->
     case aion_store:get_run(Store, RunId) of
-        {ok, #{status := Status}} ->
+        {ok, #{status := Status} = Run} ->
             case aion_util:is_terminal(Status) of
                 true ->
                     unregister_run(Ctx, RunId);
                 false ->
-                    {ok, Stored} = aion_store:history(Store, RunId, 1),
-                    run(Ctx, RunId, aion_event:decode_all(Stored), true)
+                    run(Ctx, RunId, load_history(Store, RunId, maps:get(next_seq, Run, 1)),
+                        true)
             end;
         {error, not_found} ->
             unregister_run(Ctx, RunId)
     end.
+
+%% The whole history, decoded. A long one is read into a heap sized for it up
+%% front (about 80 words per event: the rows, the event maps, the replay index):
+%% the NIF results then land in the heap instead of heap fragments, and the
+%% collections a growing heap needs (each copying what was loaded so far) are
+%% saved. The minimum goes back to the default at once, so the next collection
+%% sizes the heap by what is live.
+load_history(Store, RunId, NextSeq) when NextSeq > ?PRESIZE_EVENTS ->
+    Old = erlang:process_flag(min_heap_size, min(NextSeq * 80, ?PRESIZE_MAX_WORDS)),
+    erlang:garbage_collect(),
+    {ok, Stored} = aion_store:history(Store, RunId, 1),
+    Events = aion_event:decode_all(Stored),
+    _ = erlang:process_flag(min_heap_size, Old),
+    Events;
+load_history(Store, RunId, _NextSeq) ->
+    {ok, Stored} = aion_store:history(Store, RunId, 1),
+    aion_event:decode_all(Stored).
 
 run(Ctx, RunId, Events, Replaying) ->
     R = aion_replay:add_all(Events, aion_replay:new()),
@@ -524,14 +546,30 @@ store_failed(Reason, #wf{ctx = Ctx, run_id = RunId, workflow_id = Wid} = S) ->
 %% (drain retained events, answer queries, bump the wake epoch), then the lowest-seq
 %% settling event of the contiguous known prefix decides (design.md section 3).
 %% Returns `{Position | cancel, Event, State}'.
+%%
+%% While the code replays recorded commands (it has not issued all of them yet), a
+%% wait the known prefix already resolves skips the yield: what the mailbox may
+%% hold has a seq above the prefix (every seq up to it is known), so it cannot
+%% change the lowest-seq answer, and the first wait that does not resolve at once
+%% (at the latest when the code is live again) yields as usual.
 -spec block([aion_replay:future_key()], #wf{}) ->
           {pos_integer() | cancel, aion_event:event(), #wf{}}.
-block(Keys, S) ->
+block(Keys, #wf{replay = R} = S) ->
     Cancellable = S#wf.non_cancellable =:= 0,
     %% Deadlines of enclosing `with_timeout/2' calls take part in every wait.
-    case wait(Keys ++ aion_sigq:deadlines(S), Cancellable, yield(S)) of
-        {Pos, Ev, S1} when is_integer(Pos), Pos > length(Keys) -> aion_sigq:expired(Ev, S1);
-        Res -> Res
+    All = Keys ++ aion_sigq:deadlines(S),
+    Res = case aion_replay:position(R) < aion_replay:commands(R) andalso
+              aion_replay:resolve(All, Cancellable, R) of
+              {ok, Which, Ev, R1} ->
+                  S1 = S#wf{replay = R1},
+                  put_st(S1),
+                  {Which, Ev, S1};
+              _ ->
+                  wait(All, Cancellable, yield(S))
+          end,
+    case Res of
+        {Pos, Ev1, S2} when is_integer(Pos), Pos > length(Keys) -> aion_sigq:expired(Ev1, S2);
+        _ -> Res
     end.
 
 wait(Keys, Cancellable, #wf{replay = R} = S) ->

@@ -159,7 +159,9 @@ prop_test_() ->
     [{timeout, 120,
       ?_assert(proper:quickcheck(prop_aion_replay:prop_live_replays(), Opts))},
      {timeout, 120,
-      ?_assert(proper:quickcheck(prop_aion_replay:prop_mutation_detected(), Opts))}].
+      ?_assert(proper:quickcheck(prop_aion_replay:prop_mutation_detected(), Opts))},
+     {timeout, 120,
+      ?_assert(proper:quickcheck(prop_aion_replay:prop_add_all_as_add(), Opts))}].
 
 noshrink_timeout_guard() ->
     {max_size, 30}.

@@ -756,6 +756,35 @@ schema_sql_matches_test() ->
         rm_db(Path)
     end.
 
+%% history/3 scans consecutive rowids and seeks where the chain jumps: runs whose
+%% events interleave (single appends, batches, several runs in one call) read back
+%% complete and in order, from any seq.
+interleaved_history_test() ->
+    with_store(fun(S) ->
+        ok = new_run(S, <<"a">>),
+        ok = new_run(S, <<"b">>),
+        Step = fun(N) ->
+                   Op = fun(R, Evs) -> #{run_id => R, events => Evs} end,
+                   case N rem 3 of
+                       0 -> {ok, _} = aion_store:append(S, [Op(<<"a">>, [ev(N)])]),
+                            {ok, _} = aion_store:append(S, [Op(<<"b">>, [ev(N)])]);
+                       1 -> {ok, _} = aion_store:append(S, [Op(<<"a">>, [ev(N), ev(N + 100)])]);
+                       2 -> {ok, _} = aion_store:append(S, [Op(<<"b">>, [ev(N)]),
+                                                           Op(<<"a">>, [ev(N)]),
+                                                           Op(<<"b">>, [ev(N + 100)])])
+                   end
+               end,
+        lists:foreach(Step, lists:seq(1, 60)),
+        {ok, #{next_seq := NA}} = aion_store:get_run(S, <<"a">>),
+        {ok, #{next_seq := NB}} = aion_store:get_run(S, <<"b">>),
+        ?assertEqual(lists:seq(1, NA - 1), seqs(S, <<"a">>)),
+        ?assertEqual(lists:seq(1, NB - 1), seqs(S, <<"b">>)),
+        [begin
+             {ok, H} = aion_store:history(S, R, From),
+             ?assertEqual(lists:seq(From, Next - 1), [Q || {Q, _, _, _} <- H])
+         end || {R, Next} <- [{<<"a">>, NA}, {<<"b">>, NB}], From <- [2, 7, 30, Next - 1]]
+    end).
+
 broken_event_chain_test() ->
     Path = tmp_path("chain"),
     try

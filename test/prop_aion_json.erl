@@ -10,7 +10,7 @@
 -include_lib("proper/include/proper.hrl").
 
 -export([prop_round_trip/0, prop_error_path/0, prop_random_bytes/0,
-         prop_mutated/0, normalise/1, valid_decode_result/2]).
+         prop_mutated/0, normalise/1, valid_decode_result/2, payload/0]).
 
 %%% ---------------------------------------------------------------------------
 %%% Generators

@@ -17,7 +17,7 @@
 
 -include_lib("proper/include/proper.hrl").
 
--export([prop_live_replays/0, prop_mutation_detected/0]).
+-export([prop_live_replays/0, prop_mutation_detected/0, prop_add_all_as_add/0]).
 
 %% Debian's PropEr 1.2 calls erlang:get_stacktrace/0 (gone in OTP 23+) when a
 %% property raises: report exceptions ourselves and fail the case instead.
@@ -65,6 +65,51 @@ prop_live_replays() ->
                                   false)
                 end
             end)).
+
+%% add_all/2 (bulk path for an in-order continuation of the prefix) builds exactly
+%% the state adding the events one by one builds: for live histories with extra
+%% cancel requests, signals and reopens mixed in, split at a random point, the
+%% second part in order or shuffled, with or without repeats.
+prop_add_all_as_add() ->
+    ?FORALL({Prog, Seed}, {program(), {pos_integer(), pos_integer(), pos_integer()}},
+            ?SAFE(begin
+                rand:seed(exsss, Seed),
+                {_, Store} = run_live(Prog),
+                Hist = extra_events(store_events(Store)),
+                Cut = rand:uniform(length(Hist) + 1) - 1,
+                {A, B0} = lists:split(Cut, Hist),
+                B = case rand:uniform(3) of
+                        1 -> B0;
+                        2 -> [E || {_, E} <- lists:sort([{rand:uniform(), E} || E <- B0])];
+                        3 -> B0 ++ lists:sublist(Hist, rand:uniform(length(Hist)))
+                    end,
+                RA = aion_replay:add_all(A, aion_replay:new()),
+                %% A shuffle may put commands out of order: both must raise alike.
+                Ref = result_of(fun() -> lists:foldl(fun aion_replay:add/2, RA, B) end),
+                ?WHENFAIL(io:format("history ~p~ncut ~p~n", [Hist, Cut]),
+                          RA =:= lists:foldl(fun aion_replay:add/2, aion_replay:new(), A)
+                          andalso result_of(fun() -> aion_replay:add_all(B, RA) end) =:= Ref)
+            end)).
+
+result_of(F) ->
+    try {ok, F()} catch error:Reason -> {error, Reason} end.
+
+%% Inserts cancel requests, signals and reopens at random places (seqs renumbered).
+extra_events(Hist) ->
+    Extra = fun(I) ->
+                    case rand:uniform(12) of
+                        1 -> [#{type => workflow_cancel_requested, recorded_at => I}];
+                        2 -> [#{type => signal_received, name => name(I), recorded_at => I}];
+                        3 -> [#{type => workflow_reopened, activities => [<<"a">>, <<"b">>],
+                                recorded_at => I}];
+                        _ -> []
+                    end
+            end,
+    [H | T] = Hist,
+    All = [H | lists:append([Extra(I) ++ [E] || {I, E} <- lists:zip(lists:seq(1, length(T)), T)])],
+    [E#{seq => S} || {S, E} <- lists:zip(lists:seq(1, length(All)), All)].
+
+name(I) -> lists:nth(I rem 3 + 1, [<<"a">>, <<"b">>, <<"c">>]).
 
 prop_mutation_detected() ->
     ?FORALL({Prog, Mut, Seed},

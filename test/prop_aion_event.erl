@@ -1,0 +1,40 @@
+%% PropEr property of aion_event, run by aion_event_tests:proper_test_/0: the
+%% NIF decoder (aion_event:decode_all/1) gives exactly the maps of the reference
+%% Erlang decoder (aion_event:decode_slow/1) for generated stored rows: event
+%% fields with payload values (prop_aion_json's generator), term fields
+%% (`error', `reason') and occasionally odd field names.
+-module(prop_aion_event).
+
+-define(PROPER_NO_TRANS, true).
+-include_lib("proper/include/proper.hrl").
+
+-export([prop_same_as_reference/0]).
+
+field() ->
+    frequency([{8, elements([activity_id, name, input, result, options, timer_id,
+                             attempt, final, kind, task_queue, workflow_id])},
+               {2, elements([error, reason])},
+               {1, elements([seq, type, recorded_at, 'é', '', 'a\\b'])}]).
+
+term_value() ->
+    oneof([atom(), {foo, integer()}, binary(), [integer()], prop_aion_json:payload()]).
+
+fields() ->
+    ?LET(KVs, list({field(), oneof([prop_aion_json:payload(), term_value()])}),
+         maps:from_list(KVs)).
+
+row() ->
+    ?LET({Seq, Type, At, Fields}, {pos_integer(), elements(aion_event:types()), integer(),
+                                   fields()},
+         case aion_event:encode(Type, Fields) of
+             {ok, {T, Data}} -> {Seq, T, At, Data};
+             {error, _} -> {Seq, atom_to_binary(Type), At, <<"{}">>}
+         end).
+
+prop_same_as_reference() ->
+    ?FORALL(Rows, ?SIZED(S, resize(min(S, 12), list(row()))),
+            begin
+                Ref = [aion_event:decode_slow(R) || R <- Rows],
+                Ref =:= aion_event:decode_all(Rows)
+                    andalso [aion_event:decode(R) || R <- Rows] =:= Ref
+            end).
