@@ -626,17 +626,23 @@ timers(Dir, SyncS) ->
                      proplists:get_value(heap_size, G) + proplists:get_value(old_heap_size, G)
            end,
     Get = fun(K) -> fun(I) -> {K, V} = lists:keyfind(K, 1, I), V end end,
+    Cpu1 = cpu_ms(),
     Lat = lists:sort(Early ++ wait_fired(length(Early), Total, Base + 60000)),
     T2 = erlang:system_time(millisecond),
+    Cpu2 = cpu_ms(),
     ok = stop_engine(),
     result("timers_lateness", pct(Lat, 0.99), "ms",
            io_lib:format("p50 ~b ms / p99 ~b ms, max ~b ms, ~b timers due over 1-10 s after "
                          "all started; started in ~.1f s (~b/s; first due ~.1f s after the first "
                          "start), ~b fired "
-                         "before the last started; all fired ~.1f s after the first was due",
+                         "before the last started; all fired ~.1f s after the first was due; "
+                         "CPU ~b us per fire (wake, completion, exit; capacity on 2 idle "
+                         "cores ~b/s)",
                          [pct(Lat, 0.5), pct(Lat, 0.99), lists:last(Lat), length(Lat),
                           (T1 - T0) / 1000, Total * 1000 div max(1, T1 - T0),
-                          (Base + 1000 - T0) / 1000, length(Early), (T2 - Base - 1000) / 1000])),
+                          (Base + 1000 - T0) / 1000, length(Early), (T2 - Base - 1000) / 1000,
+                          (Cpu2 - Cpu1) * 1000 div Resident,
+                          2000000 div max(1, (Cpu2 - Cpu1) * 1000 div Resident)])),
     case Resident of
         0 ->
             result("timers_memory_erlang", "error", "", "no run was resident at once");
