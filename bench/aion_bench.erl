@@ -626,6 +626,8 @@ timers(Dir, SyncS) ->
                      proplists:get_value(heap_size, G) + proplists:get_value(old_heap_size, G)
            end,
     Get = fun(K) -> fun(I) -> {K, V} = lists:keyfind(K, 1, I), V end end,
+    %% CPU per fire counts from just before the first timer is due.
+    receive after max(0, Base + 1000 - 20 - erlang:system_time(millisecond)) -> ok end,
     Cpu1 = cpu_ms(),
     Lat = lists:sort(Early ++ wait_fired(length(Early), Total, Base + 60000)),
     T2 = erlang:system_time(millisecond),
