@@ -9,8 +9,9 @@
 %% without a restart; timers that fell due while the node was down fire at start
 %% (the first scan runs at once).
 %%
-%% Firing does not go through this server: due timers are handed, in batches of
-%% up to 500, to short-lived firer processes (linked and tracked: the server's
+%% The server and its firers run at high priority (fires stay punctual while many
+%% workflow processes are runnable). Firing does not go through this server: due
+%% timers are handed, in batches of up to 500, to short-lived firer processes (linked and tracked: the server's
 %% `terminate' waits for them, so no fire lands after the engine stopped). A batch
 %% fires groups of 20 timers in parallel processes, each group as one append of one
 %% op per timer, so many fires share a transaction and the store's group commit; if
@@ -95,6 +96,10 @@ server(#{name := Name}) -> aion_ctx:proc_name(Name, timers).
 -spec init(atom()) -> {ok, state(), {continue, scan}}.
 init(Engine) ->
     process_flag(trap_exit, true),
+    %% Punctual firing: the server and its firers run ahead of the (many) runnable
+    %% workflow processes. Their work per message is small; a large scan merge
+    %% drops to normal priority (merge/3).
+    process_flag(priority, high),
     Ctx = aion_ctx:get(Engine),
     Opts = maps:get(opts, Ctx, #{}),
     S = #{ctx => Ctx,
@@ -245,7 +250,7 @@ take_due(Now, N, Acc, #{sched := Q, armed := A} = S) ->
     end.
 
 spawn_batch(Batch, #{ctx := Ctx, firers := F, inflight := I} = S) ->
-    Pid = spawn_link(fun() -> fire_batch(Ctx, Batch) end),
+    Pid = spawn_opt(fun() -> fire_batch(Ctx, Batch) end, [link, {priority, high}]),
     Keys = [{R, T} || {R, T, _} <- Batch],
     true = ets:insert(I, [{K, Pid} || K <- Keys]),
     S#{firers => F#{Pid => Keys}}.
@@ -274,6 +279,9 @@ start_scan(#{ctx := #{store := Store}, horizon := H, limit := Limit} = S) ->
 
 merge(Rows, Full, #{armed := A, inflight := I} = S0) ->
     S = S0#{scanner => undefined},
+    %% Up to `timer_scan_limit' rows: not at high priority (it would hold a
+    %% scheduler against every normal process for the whole merge).
+    Prio = process_flag(priority, normal),
     lists:foreach(fun({RunId, TimerId, FireAt}) ->
                           Key = {RunId, TimerId},
                           case ets:member(A, Key) orelse ets:member(I, Key) of
@@ -281,6 +289,7 @@ merge(Rows, Full, #{armed := A, inflight := I} = S0) ->
                               false -> insert(RunId, TimerId, FireAt, S)
                           end
                   end, Rows),
+    _ = process_flag(priority, Prio),
     Next = case Full andalso Rows =/= [] of
                true -> {full, element(3, lists:last(Rows))};
                false -> Full
@@ -313,7 +322,7 @@ fire_batch(Ctx, Batch) ->
                                      end, Batch),
     Procs = [spawn_monitor(fun() -> fire(Ctx, RunId, TimerId) end)
              || {RunId, TimerId, _} <- Engine]
-        ++ [spawn_monitor(fun() -> fire_group(Ctx, Group) end)
+        ++ [spawn_opt(fun() -> fire_group(Ctx, Group) end, [monitor, {priority, high}])
             || Group <- groups(?GROUP, User)],
     lists:foreach(fun({Pid, Mon}) ->
                           receive {'DOWN', Mon, process, Pid, _} -> ok end

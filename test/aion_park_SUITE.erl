@@ -303,7 +303,8 @@ blocked(Id) ->
                     false;
                 Pid ->
                     case process_info(Pid, [status, current_function]) of
-                        [{status, waiting}, {current_function, {aion_run, sleep, 3}}] -> true;
+                        [{status, waiting}, {current_function, {aion_run, F, _}}] ->
+                            F =:= arrival;
                         _ -> false
                     end
             end;

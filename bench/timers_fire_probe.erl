@@ -1,0 +1,88 @@
+%% @doc Where the time of a timer fire goes (bench/RESULTS.md, "Timers and memory").
+%%
+%% `main([N])': starts N `sleeper' workflows (256 clients, engine on a fresh
+%% database with synchronous=full) due at Base + uniform(1..10 s), Base after
+%% the last start; waits until all sleep, then during the firing measures per
+%% fire: bytes written by the node (`/proc/self/io' wchar: WAL frames and
+%% checkpoint copies), CPU time per thread group (schedulers, the store's
+%% writer, checkpoint and reply threads) and the lateness seen by the
+%% workflows. Run (after `BENCH_ONLY=none ./bench/run.sh', which compiles it):
+%% ```
+%% erl -noshell +sbwt none +sbwtdcpu none +sbwtdio none \
+%%     -pa _build/default/lib/aion/ebin -pa _build/bench/ebin \
+%%     -run timers_fire_probe main 50000
+%% '''
+-module(timers_fire_probe).
+
+-export([main/1]).
+
+-define(WF, aion_bench_wf).
+-define(CLIENTS, 256).
+
+%% @doc Runs the probe with N workflows (a string, from `-run'); halts the node.
+-spec main([string()]) -> no_return().
+main([NS]) ->
+    N = list_to_integer(NS),
+    Dir = filename:join(os:getenv("TMPDIR", "/tmp"), "aion_fire_probe_" ++ os:getpid()),
+    ok = filelib:ensure_path(Dir),
+    ok = aion_bench:start_engine(Dir, full),
+    true = register(aion_bench_collector, self()),
+    Per = N div ?CLIENTS,
+    Total = Per * ?CLIENTS,
+    T0 = erlang:system_time(millisecond),
+    Base = T0 + min(45000, N div 2 + 5000),
+    Self = self(),
+    Ps = [spawn_link(fun() ->
+                             [{ok, _} = aion:start(?WF, #{kind => <<"sleeper">>, base => Base,
+                                                          ms => 1000 + rand:uniform(9000)}, #{})
+                              || _ <- lists:seq(1, Per)],
+                             Self ! {done, self()}
+                     end) || _ <- lists:seq(1, ?CLIENTS)],
+    _ = [receive {done, P} -> ok end || P <- Ps],
+    _ = [receive {sleeping, _} -> ok end || _ <- lists:seq(1, Total)],
+    io:format("~b sleeping, started in ~b ms~n", [Total, erlang:system_time(millisecond) - T0]),
+    receive after max(0, Base + 1000 - erlang:system_time(millisecond)) -> ok end,
+    W0 = wchar(),
+    C0 = threads(),
+    Lat = lists:sort([receive {fired, F, Now} -> Now - F end || _ <- lists:seq(1, Total)]),
+    W1 = wchar(),
+    C1 = threads(),
+    io:format("per fire: ~b bytes written; CPU us by thread: ~s~n",
+              [(W1 - W0) div Total,
+               lists:flatten([io_lib:format("~s ~b, ", [K, (V - maps:get(K, C0, 0)) * 10000 div Total])
+                              || {K, V} <- lists:sort(maps:to_list(C1))])]),
+    io:format("lateness p50 ~b ms, p99 ~b ms, max ~b ms; last fire observed ~b ms after the "
+              "first was due~n",
+              [aion_bench:pct(Lat, 0.5), aion_bench:pct(Lat, 0.99), lists:last(Lat),
+               erlang:system_time(millisecond) - Base - 1000]),
+    ok = aion_bench:stop_engine(),
+    _ = file:del_dir_r(Dir),
+    halt(0).
+
+wchar() ->
+    {ok, B} = file:read_file("/proc/self/io"),
+    {match, [W]} = re:run(B, "wchar: (\\d+)", [{capture, all_but_first, binary}]),
+    binary_to_integer(W).
+
+%% CPU ticks (1/100 s) per thread group.
+threads() ->
+    {ok, Ts} = file:list_dir("/proc/self/task"),
+    lists:foldl(
+      fun(T, Acc) ->
+              case file:read_file("/proc/self/task/" ++ T ++ "/stat") of
+                  {ok, B} ->
+                      [_, Rest] = binary:split(B, <<"(">>),
+                      [Comm, After] = binary:split(Rest, <<") ">>),
+                      F = binary:split(After, <<" ">>, [global]),
+                      Ticks = binary_to_integer(lists:nth(12, F))
+                          + binary_to_integer(lists:nth(13, F)),
+                      K = case Comm of
+                              <<"aion_store", _/binary>> -> binary_to_list(Comm);
+                              <<_, "_scheduler">> -> "schedulers";
+                              _ -> "other"
+                          end,
+                      maps:update_with(K, fun(V) -> V + Ticks end, Ticks, Acc);
+                  _ ->
+                      Acc
+              end
+      end, #{}, Ts).
