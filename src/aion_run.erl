@@ -29,6 +29,9 @@
 -define(STOP(Why), {aion_run_stopped, Why}).
 -define(WID_KEY, '$aion_wid').
 -define(SETTLE_KEY, '$aion_settle').
+%% Set while a rebuilt run replays, until its first real wait (no field in #wf:
+%% every word of a sleeping process counts).
+-define(REPLAYING_KEY, '$aion_replaying').
 %% The uncommitted start of a fresh top-level run (see begin_run/3): its
 %% `workflow_started' op goes into the run's first append.
 -define(START_KEY, '$aion_start').
@@ -239,7 +242,8 @@ run(Ctx, RunId, Events, Replaying) ->
                                   O when is_map(O) -> O;
                                   _ -> #{}
                               end,
-                    replay = R, replaying = Replaying},
+                    replay = R},
+            _ = [put(?REPLAYING_KEY, true) || Replaying],
             put_st(S),
             logger:update_process_metadata(#{aion_run_id => RunId, aion_workflow_id => Wid}),
             T0 = erlang:monotonic_time(),
@@ -596,36 +600,44 @@ wait(Keys, Cancellable, #wf{replay = R} = S) ->
 
 %% The blocking receive. After `idle_evict_after' ms without an arrival, or when
 %% the residency server asks (`max_resident'), the process evicts itself.
-sleep(Keys, Cancellable, #wf{ctx = Ctx} = S0) ->
+sleep(Keys, Cancellable, #wf{ctx = Ctx} = S) ->
     %% Blocking: nothing more resolves from the known history, so a rebuilt run has
     %% caught up and queries see the state of the end of its history.
-    S = S0#wf{replaying = false},
-    put_st(S),
+    _ = erase(?REPLAYING_KEY),
     answer_queries(S),
     settle(),
     Idle = idle_enter(Ctx),
-    Evict = fun() -> idle_leave(Ctx, Idle), evict(S) end,
     S1 = case evict_after(Ctx) of
              T when is_integer(T), T =< ?IDLE_GC ->
-                 arrival(S, Ctx, Idle, T, Evict);
+                 case arrival(S, Ctx, Idle, T) of
+                     timeout -> idle_leave(Ctx, Idle), evict(S);
+                     Woken -> Woken
+                 end;
              T ->
-                 %% Blocked ?IDLE_GC ms with nothing to do: a long wait (a timer, a
-                 %% signal). The process keeps only its live state while it sleeps
-                 %% (the first collection sizes the new heap by what the heap held
-                 %% before it, the second by the live data: ~2.8 KB process); short
-                 %% waits, e.g. for an activity, never pay.
-                 arrival(S, Ctx, Idle, ?IDLE_GC,
-                         fun() ->
-                                 garbage_collect(),
-                                 garbage_collect(),
-                                 arrival(S, Ctx, Idle, after_gc(T), Evict)
-                         end)
+                 case arrival(S, Ctx, Idle, ?IDLE_GC) of
+                     timeout ->
+                         %% Blocked ?IDLE_GC ms with nothing to do: a long wait (a
+                         %% timer, a signal). The process keeps only its live state
+                         %% while it sleeps (the first collection sizes the new heap
+                         %% by what the heap held before it, the second by the live
+                         %% data: ~2.8 KB process); short waits, e.g. for an
+                         %% activity, never pay.
+                         garbage_collect(),
+                         garbage_collect(),
+                         case arrival(S, Ctx, Idle, after_gc(T)) of
+                             timeout -> idle_leave(Ctx, Idle), evict(S);
+                             Woken -> Woken
+                         end;
+                     Woken ->
+                         Woken
+                 end
          end,
     wait(Keys, Cancellable, yield(S1)).
 
-%% Waits for an arrival, a query or an eviction request; `Timeout' ms without
-%% one runs `Then'.
-arrival(S, Ctx, Idle, Timeout, Then) ->
+%% Waits for an arrival, a query or an eviction request: the state to go on with,
+%% or `timeout' after `Timeout' ms without one. (No closures here: a sleeping
+%% process's heap is what a resident parked run costs.)
+arrival(S, Ctx, Idle, Timeout) ->
     receive
         aion_event ->
             idle_leave(Ctx, Idle),
@@ -638,7 +650,7 @@ arrival(S, Ctx, Idle, Timeout, Then) ->
             idle_leave(Ctx, Idle),
             evict(S)
     after Timeout ->
-            Then()
+            timeout
     end.
 
 after_gc(infinity) -> infinity;
@@ -727,7 +739,7 @@ yield(#wf{ctx = #{mailbox := Mb}} = S0) ->
     flush_markers(),
     S1 = take(S),
     R = S1#wf.replay,
-    case (not S1#wf.replaying) andalso
+    case get(?REPLAYING_KEY) =/= true andalso
         aion_replay:position(R) >= aion_replay:commands(R) of
         true -> answer_queries(S1);
         false -> ok

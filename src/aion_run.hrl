@@ -22,7 +22,6 @@
           query_handlers = #{} :: #{binary() => fun((term()) -> term())},
           non_cancellable = 0 :: non_neg_integer(),
           in_query = false :: boolean(),
-          replaying = false :: boolean(),    % rebuilt from history, not yet blocked
           %% signals, patches, deadlines, search attributes (aion_sigq)
           sigq = #{} :: map(),
           stopped = false :: false | stuck | closed | crashed | evicted
