@@ -111,6 +111,7 @@ do_phase1(Dir) ->
            "workflows/s"),
     {Mem2, Rss2} = memory(),
     result("parked_node_rss_after_signals", Rss2 div (1024 * 1024), "MiB"),
+    result("parked_node_peak_rss", status_kb("VmHWM:") div 1024, "MiB"),
     _ = Mem2,
     ok = aion_engine:stop(?E),
     Bytes = filelib:file_size(filename:join(Dir, "aion.db")),
@@ -138,6 +139,7 @@ do_phase2(Dir) ->
     result("parked_runs_in_db", Running, "runs"),
     {_, Rss} = memory(),
     result("parked_node_rss_after_start", Rss div (1024 * 1024), "MiB"),
+    result("parked_node_peak_rss_start", status_kb("VmHWM:") div 1024, "MiB"),
     ok = aion_engine:stop(?E).
 
 %%% ===========================================================================
@@ -177,10 +179,14 @@ memory() ->
     {erlang:memory(total), rss()}.
 
 rss() ->
+    status_kb("VmRSS:") * 1024.
+
+%% A "kB" field of /proc/self/status (VmRSS: now, VmHWM: the peak so far).
+status_kb(Field) ->
     {ok, B} = file:read_file("/proc/self/status"),
-    [_, Rest] = binary:split(B, <<"VmRSS:">>),
+    [_, Rest] = binary:split(B, list_to_binary(Field)),
     [Kb | _] = string:lexemes(binary_to_list(Rest), " \t\n"),
-    list_to_integer(Kb) * 1024.
+    list_to_integer(Kb).
 
 wait_until(F, Timeout) ->
     Deadline = erlang:monotonic_time(millisecond) + Timeout,
