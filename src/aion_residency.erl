@@ -25,7 +25,7 @@
 -module(aion_residency).
 -behaviour(gen_server).
 
--export([start_link/1, rehydrate/2, over_limit/1, ready/1, settled/1, stats/1]).
+-export([start_link/1, rehydrate/2, over_limit/1, ready/1, settled/1, stayed/1, stats/1]).
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2]).
 
 -define(DEFAULT_MAX_REHYDRATIONS, 64).
@@ -65,6 +65,13 @@ settled(Notify) when is_pid(Notify) ->
     Notify ! {'$aion_settled', self()},
     ok.
 
+%% @doc Called by a workflow process that was asked to evict itself but stays
+%% (an event came while it was leaving): it no longer counts as leaving, and the
+%% count against `max_resident' is made again.
+-spec stayed(aion_ctx:ctx()) -> ok.
+stayed(Ctx) ->
+    gen_server:cast(server(Ctx), {stayed, self()}).
+
 %% @doc Diagnostic counters: `#{queued, rehydrating, rehydrated, resident}'.
 -spec stats(aion_ctx:ctx()) -> #{atom() => non_neg_integer()}.
 stats(#{runs := Runs} = Ctx) ->
@@ -103,6 +110,14 @@ handle_cast(ready, S) ->
     {noreply, pump(S#{ready := true})};
 handle_cast(over_limit, #{engine := Engine} = S) ->
     {noreply, evict_idle(aion_ctx:get(Engine), S)};
+handle_cast({stayed, Pid}, #{engine := Engine, evicting := E} = S) ->
+    case maps:take(Pid, E) of
+        {MRef, E1} ->
+            erlang:demonitor(MRef, [flush]),
+            {noreply, evict_idle(aion_ctx:get(Engine), S#{evicting := E1})};
+        error ->
+            {noreply, S}
+    end;
 handle_cast(_Msg, S) ->
     {noreply, S}.
 

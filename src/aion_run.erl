@@ -610,7 +610,7 @@ sleep(Keys, Cancellable, #wf{ctx = Ctx} = S) ->
     S1 = case evict_after(Ctx) of
              T when is_integer(T), T =< ?IDLE_GC ->
                  case arrival(S, Ctx, Idle, T) of
-                     timeout -> idle_leave(Ctx, Idle), evict(S);
+                     timeout -> idle_leave(Ctx, Idle), evict(S, idle);
                      Woken -> Woken
                  end;
              T ->
@@ -625,7 +625,7 @@ sleep(Keys, Cancellable, #wf{ctx = Ctx} = S) ->
                          garbage_collect(),
                          garbage_collect(),
                          case arrival(S, Ctx, Idle, after_gc(T)) of
-                             timeout -> idle_leave(Ctx, Idle), evict(S);
+                             timeout -> idle_leave(Ctx, Idle), evict(S, idle);
                              Woken -> Woken
                          end;
                      Woken ->
@@ -648,7 +648,7 @@ arrival(S, Ctx, Idle, Timeout) ->
             S;
         '$aion_evict' ->
             idle_leave(Ctx, Idle),
-            evict(S)
+            evict(S, asked)
     after Timeout ->
             timeout
     end.
@@ -688,7 +688,7 @@ idle_leave(_, _) ->
 %% that committed before it is seen here: the process registers again (if nobody
 %% else did meanwhile), reads what it missed, and goes on waiting.
 evict(#wf{ctx = #{store := Store} = Ctx, run_id = RunId, workflow_id = Wid,
-          replay = R} = S) ->
+          replay = R} = S, Why) ->
     Known = aion_replay:known(R),
     case aion_store:append(Store, [#{run_id => RunId, set => #{parked_seq => Known}}]) of
         {ok, _} -> ok;
@@ -714,6 +714,9 @@ evict(#wf{ctx = #{store := Store} = Ctx, run_id = RunId, workflow_id = Wid,
             case register_run(Ctx, RunId) of
                 ok ->
                     register_wid(Ctx, Wid, RunId),
+                    %% Asked by the residency server (max_resident): it counts this
+                    %% process as leaving until told otherwise.
+                    _ = [aion_residency:stayed(Ctx) || Why =:= asked],
                     fill(Known + 1, S);
                 {error, _} ->
                     %% Another process holds the run now (a rehydration).

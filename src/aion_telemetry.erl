@@ -1,6 +1,6 @@
 %% @private
 %% @doc Telemetry events of aion, emitted only when the optional `telemetry'
-%% application is loaded (`[aion, workflow, start | stop]',
+%% application is loaded (`[aion, workflow, start | stop | evicted]',
 %% `[aion, activity, start | stop]'); otherwise a no-op.
 -module(aion_telemetry).
 
