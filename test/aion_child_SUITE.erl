@@ -302,13 +302,8 @@ kill_9_parent_awaits_child(Config) ->
     Dir = ?config(priv_dir, Config),
     Db = filename:join(Dir, "kill9_child.db"),
     File = filename:join(Dir, "child_lines"),
-    {Port, OsPid} = aion_test_node:start(?MODULE, child_main, [Db, File]),
-    try
-        aion_test_node:wait_line(Port, <<"ready">>, 60000),
-        aion_test_node:kill9(Port, OsPid)
-    after
-        _ = os:cmd("kill -9 " ++ OsPid ++ " 2>/dev/null")
-    end,
+    ok = aion_test_node:run_until_killed(?MODULE, child_main, [Db, File],
+                                          <<"ready">>, 60000),
     ?assertEqual([<<"1 1">>], lines(File)),
     {ok, _} = aion_engine:start(#{name => aion_default, db_path => Db}),
     {ok, #{<<"child">> := 1}} = aion:await(<<"line-parent">>, 20000),

@@ -200,13 +200,8 @@ default_never_evicts(Config) ->
 
 kill9_with_10k_parked(Config) ->
     Db = ?config(db, Config),
-    {Port, OsPid} = aion_test_node:start(?MODULE, child_main, [Db, ?PARKED]),
-    try
-        aion_test_node:wait_line(Port, <<"parked">>, 240000),
-        ok = aion_test_node:kill9(Port, OsPid)
-    after
-        _ = os:cmd("kill -9 " ++ OsPid ++ " 2>/dev/null")
-    end,
+    ok = aion_test_node:run_until_killed(?MODULE, child_main, [Db, ?PARKED],
+                                          <<"parked">>, 240000),
     %% Restart on the same database: nothing is resident but what is due.
     start(Config, #{}),
     Ctx = aion_ctx:get(?E),

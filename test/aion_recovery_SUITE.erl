@@ -41,13 +41,8 @@ end_per_suite(_Config) ->
 kill_9_and_recover(Config) ->
     Dir = ?config(priv_dir, Config),
     Db = filename:join(Dir, "kill9.db"),
-    {Port, OsPid} = aion_test_node:start(?MODULE, child_main, [Db, Dir]),
-    try
-        aion_test_node:wait_line(Port, <<"ready">>, 60000),
-        aion_test_node:kill9(Port, OsPid)
-    after
-        _ = os:cmd("kill -9 " ++ OsPid ++ " 2>/dev/null")
-    end,
+    ok = aion_test_node:run_until_killed(?MODULE, child_main, [Db, Dir],
+                                          <<"ready">>, 60000),
     Lines = file(Dir, "lines"),
     ?assertEqual([<<"1 1">>, <<"2 1">>, <<"3 1">>], Lines),
     %% the short timer falls due while no node runs

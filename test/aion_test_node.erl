@@ -3,7 +3,7 @@
 %% kill it with `kill -9'. Shared by the crash suites.
 -module(aion_test_node).
 
--export([start/3, wait_line/3, kill9/2, line/2, engine_peer/1, kill9_peer/2]).
+-export([start/3, wait_line/3, kill9/2, run_until_killed/5, engine_peer/1, kill9_peer/2]).
 
 %% Starts `erl' running `Mod:Fun(Args...)' with the code paths of `Mods' (and
 %% aion's). The child prints its OS pid first. Returns `{Port, OsPid}'.
@@ -22,6 +22,18 @@ start(Mod, Fun, Args) ->
     after 30000 -> error(child_did_not_start)
     end.
 
+%% Starts a node on `Mod:Fun(Args...)', waits (at most `Timeout' ms) until it prints
+%% `Line', then kills it with `kill -9' and waits until it is gone (killed in any
+%% case, also when the wait fails).
+run_until_killed(Mod, Fun, Args, Line, Timeout) ->
+    {Port, OsPid} = start(Mod, Fun, Args),
+    try
+        wait_line(Port, Line, Timeout),
+        kill9(Port, OsPid)
+    after
+        _ = os:cmd("kill -9 " ++ OsPid ++ " 2>/dev/null")
+    end.
+
 %% Waits for the child to print `Line' (other lines are logged).
 wait_line(Port, Line, Timeout) ->
     receive
@@ -34,16 +46,6 @@ wait_line(Port, Line, Timeout) ->
             error({child_exited_early, St})
     after Timeout ->
             error({child_did_not_print, Line})
-    end.
-
-%% Waits for the child to print a line starting with `Prefix'; returns the rest.
-line(Port, Prefix) ->
-    N = byte_size(Prefix),
-    receive
-        {Port, {data, {eol, <<Prefix:N/binary, Rest/binary>>}}} -> Rest;
-        {Port, {data, {eol, Other}}} -> ct:pal("child: ~s", [Other]), line(Port, Prefix);
-        {Port, {exit_status, St}} -> error({child_exited_early, St})
-    after 120000 -> error({child_did_not_print, Prefix})
     end.
 
 %% Kills the child with SIGKILL and waits until the port reports its exit.
