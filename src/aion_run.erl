@@ -609,10 +609,7 @@ sleep(Keys, Cancellable, #wf{ctx = Ctx} = S) ->
     Idle = idle_enter(Ctx),
     S1 = case evict_after(Ctx) of
              T when is_integer(T), T =< ?IDLE_GC ->
-                 case arrival(S, Ctx, Idle, T) of
-                     timeout -> idle_leave(Ctx, Idle), evict(S, idle);
-                     Woken -> Woken
-                 end;
+                 or_evict(arrival(S, Ctx, Idle, T), S, Ctx, Idle);
              T ->
                  case arrival(S, Ctx, Idle, ?IDLE_GC) of
                      timeout ->
@@ -620,14 +617,12 @@ sleep(Keys, Cancellable, #wf{ctx = Ctx} = S) ->
                          %% timer, a signal). The process keeps only its live state
                          %% while it sleeps (the first collection sizes the new heap
                          %% by what the heap held before it, the second by the live
-                         %% data: ~2.8 KB process); short waits, e.g. for an
-                         %% activity, never pay.
+                         %% data: a 233-word heap (2.8 KB process) when the live
+                         %% data fits the minimum heap, the next size (4.0 KB) when
+                         %% not); short waits, e.g. for an activity, never pay.
                          garbage_collect(),
                          garbage_collect(),
-                         case arrival(S, Ctx, Idle, after_gc(T)) of
-                             timeout -> idle_leave(Ctx, Idle), evict(S, idle);
-                             Woken -> Woken
-                         end;
+                         or_evict(arrival(S, Ctx, Idle, after_gc(T)), S, Ctx, Idle);
                      Woken ->
                          Woken
                  end
@@ -652,6 +647,12 @@ arrival(S, Ctx, Idle, Timeout) ->
     after Timeout ->
             timeout
     end.
+
+or_evict(timeout, S, Ctx, Idle) ->
+    idle_leave(Ctx, Idle),
+    evict(S, idle);
+or_evict(Woken, _S, _Ctx, _Idle) ->
+    Woken.
 
 after_gc(infinity) -> infinity;
 after_gc(T) -> T - ?IDLE_GC.
