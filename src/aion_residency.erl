@@ -110,14 +110,8 @@ handle_cast(ready, S) ->
     {noreply, pump(S#{ready := true})};
 handle_cast(over_limit, #{engine := Engine} = S) ->
     {noreply, evict_idle(aion_ctx:get(Engine), S)};
-handle_cast({stayed, Pid}, #{engine := Engine, evicting := E} = S) ->
-    case maps:take(Pid, E) of
-        {MRef, E1} ->
-            erlang:demonitor(MRef, [flush]),
-            {noreply, evict_idle(aion_ctx:get(Engine), S#{evicting := E1})};
-        error ->
-            {noreply, S}
-    end;
+handle_cast({stayed, Pid}, S) ->
+    {noreply, not_leaving(Pid, S)};
 handle_cast(_Msg, S) ->
     {noreply, S}.
 
@@ -131,17 +125,8 @@ handle_info({'$aion_settled', Pid}, #{active := A} = S) ->
         error ->
             {noreply, S}
     end;
-handle_info({'DOWN', _MRef, process, Pid, _}, #{engine := Engine, active := A,
-                                                 evicting := E} = S) ->
-    S1 = pump(S#{active := maps:remove(Pid, A)}),
-    case maps:take(Pid, E) of
-        {_, E1} ->
-            %% An asked process is gone: count again (registrations that came while
-            %% it was still counted may have left the engine over the limit).
-            {noreply, evict_idle(aion_ctx:get(Engine), S1#{evicting := E1})};
-        error ->
-            {noreply, S1}
-    end;
+handle_info({'DOWN', _MRef, process, Pid, _}, #{active := A} = S) ->
+    {noreply, not_leaving(Pid, pump(S#{active := maps:remove(Pid, A)}))};
 handle_info(_Msg, S) ->
     {noreply, S}.
 
@@ -174,6 +159,18 @@ pump(#{engine := Engine, queue := Q, queued := Qd, active := A, done := D} = S) 
                 _ ->
                     pump(S1)
             end
+    end.
+
+%% A process asked to evict itself is gone, or stayed: it no longer counts as
+%% leaving, so count again (registrations that came while it was counted may have
+%% left the engine over the limit).
+not_leaving(Pid, #{engine := Engine, evicting := E} = S) ->
+    case maps:take(Pid, E) of
+        {MRef, E1} ->
+            erlang:demonitor(MRef, [flush]),
+            evict_idle(aion_ctx:get(Engine), S#{evicting := E1});
+        error ->
+            S
     end.
 
 %% Asks the longest-idle blocked processes to evict themselves until the count of
