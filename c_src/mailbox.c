@@ -60,6 +60,7 @@ struct aion_mailbox_priv {
     ERL_NIF_TERM atom_exited;
     ERL_NIF_TERM atom_none;
     ERL_NIF_TERM atom_enomem;
+    ERL_NIF_TERM atom_busy;
 };
 
 typedef struct mb_entry {
@@ -649,6 +650,42 @@ ERL_NIF_TERM aion_nif_mailbox_forget(ErlNifEnv *env, int argc, const ERL_NIF_TER
     return priv->atom_ok;
 }
 
+/* mailbox_release(Mailbox, Pid) -> ok | busy: drops the live record of a pid that
+ * has no retained entries, with its monitor (a long-idle process gives back ~300
+ * bytes; its epoch reads 0 until it bumps again). busy: entries are retained (the
+ * marker is on its way); nothing changes. No record, or a tombstone: ok. */
+ERL_NIF_TERM aion_nif_mailbox_release(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    struct aion_mailbox_priv *priv = priv_of(env);
+    mailbox *mb;
+    ErlNifPid pid;
+    if (!get_mailbox(env, argv[0], &mb) || !enif_get_local_pid(env, argv[1], &pid))
+        return enif_make_badarg(env);
+
+    ErlNifUInt64 h = pid_hash(env, &pid);
+    mb_proc *p;
+    int busy = 0;
+
+    enif_mutex_lock(mb->lock);
+    tab_step(mb);
+    p = tab_find(mb, &pid, h);
+    if (p != NULL && (p->exited || p->n > 0)) {
+        busy = p->n > 0;
+        p = NULL;
+    }
+    if (p != NULL)
+        tab_unlink(mb, p);
+    enif_mutex_unlock(mb->lock);
+
+    if (p != NULL) {
+        /* A down callback racing this finds no record (or a later monitor). */
+        if (p->monitored)
+            (void)enif_demonitor_process(env, mb, &p->mon);
+        enif_free(p);
+    }
+    return busy ? priv->atom_busy : priv->atom_ok;
+}
+
 /* ---------------------------------------------------------------------------
  * Load / unload
  * ------------------------------------------------------------------------- */
@@ -669,6 +706,7 @@ int aion_mailbox_load(ErlNifEnv *env, struct aion_mailbox_priv **out)
     p->atom_exited = enif_make_atom(env, "exited");
     p->atom_none = enif_make_atom(env, "none");
     p->atom_enomem = enif_make_atom(env, "enomem");
+    p->atom_busy = enif_make_atom(env, "busy");
     *out = p;
     return 0;
 }

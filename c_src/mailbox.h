@@ -18,6 +18,7 @@ ERL_NIF_TERM aion_nif_mailbox_bump_epoch(ErlNifEnv *env, int argc, const ERL_NIF
 ERL_NIF_TERM aion_nif_mailbox_epoch(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
 ERL_NIF_TERM aion_nif_mailbox_count(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
 ERL_NIF_TERM aion_nif_mailbox_forget(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
+ERL_NIF_TERM aion_nif_mailbox_release(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
 
 /* Function-table entries of this module, spliced into aion_nif.c's table.
  * All run on normal schedulers: each holds the mailbox mutex only for a hash
@@ -31,6 +32,7 @@ ERL_NIF_TERM aion_nif_mailbox_forget(ErlNifEnv *env, int argc, const ERL_NIF_TER
     {"mailbox_bump_epoch", 2, aion_nif_mailbox_bump_epoch, 0}, /* normal */    \
     {"mailbox_epoch", 2, aion_nif_mailbox_epoch, 0},           /* normal */    \
     {"mailbox_count", 1, aion_nif_mailbox_count, 0},           /* normal */    \
-    {"mailbox_forget", 2, aion_nif_mailbox_forget, 0},         /* normal */
+    {"mailbox_forget", 2, aion_nif_mailbox_forget, 0},         /* normal */    \
+    {"mailbox_release", 2, aion_nif_mailbox_release, 0},       /* normal */
 
 #endif

@@ -4,10 +4,13 @@
 %% (`aion_deliver'), the deliverer calls {@link watch/4} with the process's wake
 %% epoch as it read it before the delivery. The confirmer re-sends the marker with
 %% exponential backoff (`confirm_initial_backoff', default 10 ms, doubling up to
-%% `confirm_max_backoff', default 1000 ms) until the process's epoch moves past that
+%% `confirm_max_backoff', default 1000 ms) until the process's epoch moves from that
 %% value (it entered a blocking wait after the delivery, so it drained its retained
-%% events first) or it exits (the mailbox NIF reports `exited'). A surplus marker is
-%% harmless: the process finds nothing retained and waits again.
+%% events first) or it exits (the mailbox NIF reports `exited'). "Moves" is "differs":
+%% a long-idle process releases its mailbox record (`aion_mailbox:release/2') and the
+%% next one starts again at 0; the marker `retain' sent is what wakes it, the
+%% confirmer only repeats it. A surplus marker is harmless: the process finds nothing
+%% retained and waits again.
 %%
 %% Cost per delivery: one message to this server and one map update; the pending
 %% entries are checked only when one is due (a timer is armed only while the set is
@@ -72,7 +75,7 @@ handle_cast({watch, Pid, Epoch, Marker}, #{entries := E, queue := Q, initial := 
     Due = now_ms() + I,
     S1 = case E of
              #{Pid := #{epoch := E0, markers := Ms, due := D0} = Entry} ->
-                 %% Confirmed only once the epoch moves past every watched delivery.
+                 %% Confirmed only once the epoch moves from the highest watched value.
                  D = min(D0, Due),
                  S#{entries => E#{Pid => Entry#{epoch => max(E0, Epoch),
                                                 markers => add_marker(Marker, Ms),
@@ -127,12 +130,13 @@ check(Now, #{queue := Q, entries := E, mailbox := Mb, max := Max} = S) ->
             end
     end.
 
-%% The target looked (its epoch moved past the delivery) or is gone. A local pid
+%% The target looked (its epoch moved: bumped past the delivery, or its record was
+%% released and made again, aion_mailbox:release/2) or is gone. A local pid
 %% the mailbox never saw reads epoch 0 even when dead, hence the liveness check.
 confirmed(Mb, Pid, Epoch) ->
     case aion_mailbox:epoch(Mb, Pid) of
         exited -> true;
-        Cur when Cur > Epoch -> true;
+        Cur when Cur =/= Epoch -> true;   % moved (a released record restarts at 0)
         _ -> node(Pid) =:= node() andalso not is_process_alive(Pid)
     end.
 

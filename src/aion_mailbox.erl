@@ -11,7 +11,9 @@
 %%
 %% Each blocking entry of a workflow process calls {@link bump_epoch/2}. A
 %% confirmer reads {@link epoch/2} before a delivery and re-sends the marker until
-%% the epoch moves (the process looked at its mailbox) or reads `exited'.
+%% the epoch moves (the process looked at its mailbox) or reads `exited'. A
+%% process idle for long gives its record back ({@link release/2}); its epoch then
+%% reads 0 until its next blocking entry, so "moves" means "differs".
 %%
 %% The mailbox monitors every pid it has seen. When a process exits, its entries
 %% are dropped and its epoch reads `exited' (a tombstone). Tombstones are capped per
@@ -26,7 +28,7 @@
 -module(aion_mailbox).
 
 -export([new/0, new/1, retain/5, take/3, take_all/2, bump_epoch/2, epoch/2,
-         count/1, forget/2]).
+         count/1, forget/2, release/2]).
 
 -export_type([mailbox/0, options/0]).
 
@@ -101,3 +103,13 @@ count(Mailbox) ->
 -spec forget(mailbox(), pid()) -> ok.
 forget(Mailbox, Pid) ->
     aion_nif:mailbox_forget(Mailbox, Pid).
+
+%% @doc Drops the record of `Pid' (its epoch and its monitor, about 300 bytes) if
+%% nothing is retained for it: `ok' (also when there is no record, or a tombstone);
+%% `busy' when entries are retained (nothing changes: their marker is on its way).
+%% Afterwards the epoch reads 0; the next {@link retain/5} or {@link bump_epoch/2}
+%% makes a new record. Used by a workflow process that has been blocked for a while
+%% (`aion_run'), so a sleeping workflow does not pay for a record it does not use.
+-spec release(mailbox(), pid()) -> ok | busy.
+release(Mailbox, Pid) ->
+    aion_nif:mailbox_release(Mailbox, Pid).

@@ -35,9 +35,11 @@
 %% mailbox section (c_src/mailbox.c); Erlang wants every attribute before the
 %% first function, so the section's attributes live here and its stubs below.
 -export([mailbox_new/1, mailbox_retain/5, mailbox_take/3, mailbox_take_all/2,
-         mailbox_bump_epoch/2, mailbox_epoch/2, mailbox_count/1, mailbox_forget/2]).
+         mailbox_bump_epoch/2, mailbox_epoch/2, mailbox_count/1, mailbox_forget/2,
+         mailbox_release/2]).
 -nifs([mailbox_new/1, mailbox_retain/5, mailbox_take/3, mailbox_take_all/2,
-       mailbox_bump_epoch/2, mailbox_epoch/2, mailbox_count/1, mailbox_forget/2]).
+       mailbox_bump_epoch/2, mailbox_epoch/2, mailbox_count/1, mailbox_forget/2,
+         mailbox_release/2]).
 
 -define(NOT_LOADED, erlang:nif_error({not_loaded, [{module, ?MODULE}, {line, ?LINE}]})).
 
@@ -193,6 +195,10 @@ mailbox_count(_Mailbox) -> ?NOT_LOADED.
 %% @doc Drops every entry, the monitor and any tombstone of `Pid'.
 -spec mailbox_forget(reference(), pid()) -> ok.
 mailbox_forget(_Mailbox, _Pid) -> ?NOT_LOADED.
+
+%% @doc Raw NIF: drop the entry-less record of a pid (see `aion_mailbox:release/2').
+-spec mailbox_release(reference(), pid()) -> ok | busy.
+mailbox_release(_Mailbox, _Pid) -> ?NOT_LOADED.
 
 %%% ===========================================================================
 

@@ -546,3 +546,44 @@ reload_keeps_mailboxes_test() ->
     ok = wait_until(fun() -> aion_mailbox:count(M) + aion_mailbox:count(M2) =:= 0 end),
     ?assertEqual(exited, aion_mailbox:epoch(M, P)),
     ?assertEqual(exited, aion_mailbox:epoch(M2, P)).
+
+%% release/2: an idle process gives its record back unless something is retained.
+release_test() ->
+    M = aion_mailbox:new(),
+    Self = self(),
+    ?assertEqual(ok, aion_mailbox:release(M, Self)),          % no record: ok
+    2 = (fun() -> aion_mailbox:bump_epoch(M, Self), aion_mailbox:bump_epoch(M, Self) end)(),
+    ?assertEqual(ok, aion_mailbox:release(M, Self)),
+    ?assertEqual(0, aion_mailbox:epoch(M, Self)),             % the record is gone
+    ?assertEqual(1, aion_mailbox:bump_epoch(M, Self)),        % a new one starts again
+    ok = aion_mailbox:retain(M, Self, c1, p1, rel_marker),
+    ?assertEqual(busy, aion_mailbox:release(M, Self)),        % entries retained: kept
+    ?assertEqual(1, aion_mailbox:epoch(M, Self)),
+    ?assertEqual({ok, p1}, aion_mailbox:take(M, Self, c1)),
+    receive rel_marker -> ok after 1000 -> error(no_marker) end,
+    ?assertEqual(ok, aion_mailbox:release(M, Self)),
+    %% A retain after a release makes a record and sends the marker.
+    ok = aion_mailbox:retain(M, Self, c2, p2, rel_marker),
+    receive rel_marker -> ok after 1000 -> error(no_marker) end,
+    ?assertEqual(0, aion_mailbox:epoch(M, Self)),
+    ?assertEqual([{c2, p2}], aion_mailbox:take_all(M, Self)),
+    ?assertEqual(0, aion_mailbox:count(M)).
+
+%% A released record has no monitor left: the process's exit leaves no tombstone
+%% (epoch 0, not exited), and a tombstone is not released.
+release_then_exit_test() ->
+    M = aion_mailbox:new(),
+    {P, Ref} = spawn_monitor(fun() -> receive go -> ok end end),
+    1 = aion_mailbox:bump_epoch(M, P),
+    ?assertEqual(ok, aion_mailbox:release(M, P)),
+    P ! go,
+    receive {'DOWN', Ref, process, P, _} -> ok end,
+    ?assertEqual(0, aion_mailbox:epoch(M, P)),
+    {Q, QRef} = spawn_monitor(fun() -> receive go -> ok end end),
+    1 = aion_mailbox:bump_epoch(M, Q),
+    Q ! go,
+    receive {'DOWN', QRef, process, Q, _} -> ok end,
+    ok = wait_until(fun() -> aion_mailbox:epoch(M, Q) =:= exited end),
+    ?assertEqual(ok, aion_mailbox:release(M, Q)),
+    ?assertEqual(exited, aion_mailbox:epoch(M, Q)),
+    ?assertError(badarg, aion_mailbox:release(M, not_a_pid)).
