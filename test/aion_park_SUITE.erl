@@ -13,7 +13,8 @@
          query_suspended_run/1, cancel_suspended_run/1,
          terminate_suspended_run/1, concurrent_arrivals_one_process/1,
          eviction_races_arrivals/1, max_resident_evicts_longest_idle/1,
-         rehydration_limit/1, default_never_evicts/1, kill9_with_10k_parked/1]).
+         rehydration_limit/1, default_never_evicts/1, idle_releases_bookkeeping/1,
+         kill9_with_10k_parked/1]).
 -export([child_main/2]).
 
 -define(W, aion_park_wf).
@@ -28,7 +29,7 @@ all() ->
      query_suspended_run, cancel_suspended_run, terminate_suspended_run,
      concurrent_arrivals_one_process, eviction_races_arrivals,
      max_resident_evicts_longest_idle, rehydration_limit, default_never_evicts,
-     kill9_with_10k_parked].
+     idle_releases_bookkeeping, kill9_with_10k_parked].
 
 init_per_suite(Config) ->
     ok = aion_ct:start_app(),
@@ -191,6 +192,29 @@ default_never_evicts(Config) ->
     {ok, #{residency := resident}} = describe(<<"stay">>),
     ok = aion:signal(<<"stay">>, <<"go">>, 1, #{engine => ?E}),
     {ok, 1} = aion:await(<<"stay">>, 5000, #{engine => ?E}).
+
+%% A resident process blocked for a while (no eviction configured) gives back its
+%% mailbox record and its `wids' await hint; arrivals still wake it, and
+%% `aion:await/2' by workflow id still finds the run (through the store).
+idle_releases_bookkeeping(Config) ->
+    start(Config, #{}),
+    #{mailbox := Mb, wids := Wids} = aion_ctx:get(?E),
+    start_wf(<<"idle">>, #{kind => signal}),
+    aion_ct:wait_until(fun() -> blocked(<<"idle">>) end, 5000),
+    #{runs := Runs} = aion_ctx:get(?E),
+    {ok, #{run_id := RunId}} = describe(<<"idle">>),
+    [{_, Pid}] = ets:lookup(Runs, RunId),
+    aion_ct:wait_until(fun() -> aion_mailbox:epoch(Mb, Pid) =:= 0 andalso
+                                    ets:lookup(Wids, <<"idle">>) =:= [] end, 5000),
+    {ok, #{residency := resident, status := running}} = describe(<<"idle">>),
+    Self = self(),
+    Awaiter = spawn_link(fun() -> Self ! {awaited, aion:await(<<"idle">>, 10000,
+                                                               #{engine => ?E})} end),
+    ok = aion:signal(<<"idle">>, <<"go">>, 7, #{engine => ?E}),
+    receive {awaited, R} -> ?assertEqual({ok, 7}, R)
+    after 15000 -> error({no_await_answer, Awaiter})
+    end,
+    ?assertEqual([workflow_started, signal_received, workflow_completed], types(<<"idle">>)).
 
 %%% ===========================================================================
 %%% kill -9 with 10,000 parked runs
