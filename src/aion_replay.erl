@@ -31,7 +31,7 @@
 -export([new/0, add/2, add_all/2, known/1, max_seq/1, gap/1, event/2, has_event/2,
          command/2, own/2, resolve/3, outcome/2, watermark/1, now/1,
          cancel_requested/1, finish/1, outstanding/1, commands/1, position/1,
-         describe_event/1, command_kind/1, future_key/1, reopens/1]).
+         describe_event/1, command_kind/1, future_key/1, reopens/1, canonical/1]).
 %% Signals, patches (aion_sigq).
 -export([signal/3, next_command/1]).
 
@@ -50,6 +50,11 @@
 -type nondeterminism() :: #{expected := command(), got := command(), seq := seq()}.
 
 -record(replay, {
+          %% Events 1..tuple_size(base) (a history load, add_all/2 on a new
+          %% replay) are in base, every other one in events; likewise commands
+          %% 1..tuple_size(cbase) in cbase, the others in cmds.
+          base = {} :: tuple(),
+          cbase = {} :: tuple(),
           events = #{} :: #{seq() => event()},
           known = 0 :: non_neg_integer(),       % contiguous prefix 1..known
           max = 0 :: non_neg_integer(),         % highest known seq
@@ -82,7 +87,7 @@ new() ->
 %% (deliveries may repeat what the process appended or loaded).
 -spec add(event(), replay()) -> replay().
 add(#{seq := Seq} = Ev, #replay{events = Evs} = R) ->
-    case maps:is_key(Seq, Evs) of
+    case has_event(Seq, R) of
         true ->
             R;
         false ->
@@ -95,6 +100,8 @@ add(#{seq := Seq} = Ev, #replay{events = Evs} = R) ->
 %% one with {@link add/2}; a run of events that continues the contiguous prefix in
 %% seq order (a history load) takes a bulk path that builds the maps at once.
 -spec add_all([event()], replay()) -> replay().
+add_all(Evs, #replay{known = 0, max = 0, ncmds = 0, base = {}} = R) ->
+    load(Evs, R);
 add_all(Evs, #replay{known = K, max = K, ncmds = N, last_cmd = L} = R) ->
     bulk(Evs, K, N, L, R, [], [], [], []);
 add_all(Evs, R) ->
@@ -104,24 +111,44 @@ add_all(Evs, R) ->
 %% joins the prefix at once, so the indexes only grow. Es: {Seq, Event}, Cs:
 %% {N, Event} commands, Os: {FutureKey, Event}, Cx: cancel requests; all newest first.
 %% Reopens and signals (rare, and indexed with state) end the bulk run.
-bulk([#{seq := Seq, type := T} = Ev | Rest], K, N, L, R, Es, Cs, Os, Cx)
+%% With Mode = tuples (a load: R is new, K = 0) Es and Cs hold just the events
+%% and the result is {Rest, R1} or R1 (nothing left).
+bulk(Evs, K, N, L, R, Es, Cs, Os, Cx) ->
+    bulk(Evs, K, N, L, R, Es, Cs, Os, Cx, maps).
+
+bulk([#{seq := Seq, type := T} = Ev | Rest], K, N, L, R, Es, Cs, Os, Cx, Mode)
   when Seq =:= K + 1, T =/= workflow_reopened, T =/= signal_received ->
-    Es1 = [{Seq, Ev} | Es],
+    Es1 = case Mode of
+              maps -> [{Seq, Ev} | Es];
+              tuples -> [Ev | Es]
+          end,
     case command_kind(Ev) of
         false when T =:= workflow_cancel_requested ->
-            bulk(Rest, Seq, N, L, R, Es1, Cs, Os, [Seq | Cx]);
+            bulk(Rest, Seq, N, L, R, Es1, Cs, Os, [Seq | Cx], Mode);
         false ->
             case future_key(Ev) of
-                false -> bulk(Rest, Seq, N, L, R, Es1, Cs, Os, Cx);
-                Key -> bulk(Rest, Seq, N, L, R, Es1, Cs, [{Key, Ev} | Os], Cx)
+                false -> bulk(Rest, Seq, N, L, R, Es1, Cs, Os, Cx, Mode);
+                Key -> bulk(Rest, Seq, N, L, R, Es1, Cs, [{Key, Ev} | Os], Cx, Mode)
             end;
         _ ->
-            bulk(Rest, Seq, N + 1, Seq, R, Es1, [{N + 1, Ev} | Cs], Os, Cx)
+            Cs1 = case Mode of
+                      maps -> [{N + 1, Ev} | Cs];
+                      tuples -> [Ev | Cs]
+                  end,
+            bulk(Rest, Seq, N + 1, Seq, R, Es1, Cs1, Os, Cx, Mode)
     end;
-bulk(Rest, _K, _N, _L, R, [], _, _, _) ->
+bulk(Rest, _K, _N, _L, R, [], _, _, _, maps) ->
     lists:foldl(fun add/2, R, Rest);
+bulk(Rest, K, N, L, R, Es, Cs, Os, Cx, tuples) ->
+    R1 = R#replay{base = list_to_tuple(lists:reverse(Es)), known = K, max = K,
+                  cbase = list_to_tuple(lists:reverse(Cs)), ncmds = N, last_cmd = L,
+                  outcomes = maps:from_list(Os), cancel_reqs = lists:reverse(Cx)},
+    case Rest of
+        [] -> R1;
+        _ -> {Rest, R1}
+    end;
 bulk(Rest, K, N, L, #replay{events = E0, cmds = C0, outcomes = O0, cancel_reqs = CR0} = R,
-     Es, Cs, Os, Cx) ->
+     Es, Cs, Os, Cx, maps) ->
     %% maps:from_list keeps the last of equal keys: Os is newest first, so the
     %% lowest seq settles a future; an outcome known before the run wins.
     R1 = R#replay{events = maps:merge(E0, maps:from_list(Es)), known = K, max = K,
@@ -129,6 +156,25 @@ bulk(Rest, K, N, L, #replay{events = E0, cmds = C0, outcomes = O0, cancel_reqs =
                   outcomes = maps:merge(maps:from_list(Os), O0),
                   cancel_reqs = CR0 ++ lists:reverse(Cx)},
     lists:foldl(fun add/2, R1, Rest).
+
+%% A load into a new replay: the bulk run from seq 1 goes into tuples (no map to
+%% build, and a lookup is one element/2).
+load(Evs, R) ->
+    case bulk(Evs, 0, 0, 0, R, [], [], [], [], tuples) of
+        {Rest, R1} -> lists:foldl(fun add/2, R1, Rest);
+        R1 -> R1
+    end.
+
+%% @doc The state with its tuple-held prefix moved into the maps: two states that
+%% hold the same history and answer every question alike are then `=:=' however
+%% they were built (for tests).
+-spec canonical(replay()) -> replay().
+canonical(#replay{base = B, cbase = CB, events = E, cmds = C} = R) ->
+    R#replay{base = {}, cbase = {},
+             events = maps:merge(maps:from_list(lists:zip(lists:seq(1, tuple_size(B)),
+                                                          tuple_to_list(B))), E),
+             cmds = maps:merge(maps:from_list(lists:zip(lists:seq(1, tuple_size(CB)),
+                                                        tuple_to_list(CB))), C)}.
 
 %% @doc The end of the contiguous known prefix (every seq 1..K is known).
 -spec known(replay()) -> non_neg_integer().
@@ -146,6 +192,8 @@ gap(_) -> none.
 
 %% @doc The known event with this seq; raises `error({unknown_seq, Seq})'.
 -spec event(seq(), replay()) -> event().
+event(Seq, #replay{base = B}) when is_integer(Seq), Seq >= 1, Seq =< tuple_size(B) ->
+    element(Seq, B);
 event(Seq, #replay{events = Evs}) ->
     case Evs of
         #{Seq := Ev} -> Ev;
@@ -154,8 +202,18 @@ event(Seq, #replay{events = Evs}) ->
 
 %% @doc Whether an event with this seq is known.
 -spec has_event(seq(), replay()) -> boolean().
+has_event(Seq, #replay{base = B}) when is_integer(Seq), Seq >= 1, Seq =< tuple_size(B) ->
+    true;
 has_event(Seq, #replay{events = Evs}) ->
     maps:is_key(Seq, Evs).
+
+%% The n-th command event (1 =< N =< ncmds).
+cmd(N, #replay{cbase = CB}) when N =< tuple_size(CB) -> element(N, CB);
+cmd(N, #replay{cmds = C}) -> maps:get(N, C).
+
+%% Every command event.
+all_cmds(#replay{cbase = CB, cmds = C}) ->
+    tuple_to_list(CB) ++ maps:values(C).
 
 %% Command events are indexed as they are added. Only the workflow process
 %% appends them, so they arrive in seq order (initial load, then own appends).
@@ -261,11 +319,11 @@ describe_event(#{type := search_attributes_upserted}) ->
 %% the history holds a different command here.
 -spec command(command(), replay()) ->
           {recorded, event(), replay()} | {live, replay()} | {nondeterminism, nondeterminism()}.
-command(Cmd, #replay{pos = P, ncmds = N, cmds = C} = R) ->
+command(Cmd, #replay{pos = P, ncmds = N} = R) ->
     Next = P + 1,
     case Next =< N of
         true ->
-            #{Next := #{seq := Seq} = Ev} = C,
+            #{seq := Seq} = Ev = cmd(Next, R),
             case matches(Cmd, Ev) of
                 true ->
                     {recorded, Ev, R#replay{pos = Next, own = max(R#replay.own, Seq)}};
@@ -299,8 +357,8 @@ own(Seq, #replay{own = O} = R) ->
 -spec finish(replay()) -> ok | {nondeterminism, nondeterminism()}.
 finish(#replay{pos = P, ncmds = N}) when P >= N ->
     ok;
-finish(#replay{pos = P, cmds = C}) ->
-    #{seq := Seq} = Ev = maps:get(P + 1, C),
+finish(#replay{pos = P} = R) ->
+    #{seq := Seq} = Ev = cmd(P + 1, R),
     {nondeterminism, #{expected => describe_event(Ev),
                        got => #{command => workflow_return}, seq => Seq}}.
 
@@ -326,7 +384,7 @@ reopens(#replay{reopens = N}) -> N.
 %% `pending': nothing in the prefix resolves the wait yet.
 -spec resolve([future_key()], boolean(), replay()) ->
           {ok, pos_integer() | cancel, event(), replay()} | pending.
-resolve(Keys, Cancellable, #replay{cancel_reqs = CR, events = Evs} = R) ->
+resolve(Keys, Cancellable, #replay{cancel_reqs = CR} = R) ->
     Best0 = case {Cancellable, CR} of
                 {true, [C | _]} -> {C, cancel, undefined};
                 _ -> none
@@ -336,7 +394,7 @@ resolve(Keys, Cancellable, #replay{cancel_reqs = CR, events = Evs} = R) ->
             pending;
         {Seq, Which, Ev0} ->
             Ev = case Ev0 of
-                     undefined -> maps:get(Seq, Evs);
+                     undefined -> event(Seq, R);
                      _ -> Ev0
                  end,
             {ok, Which, Ev, R#replay{w = max(R#replay.w, Seq)}}
@@ -351,9 +409,9 @@ best([Key | Keys], I, Best, R) ->
         _ -> best(Keys, I + 1, Best, R)
     end.
 
-settled({signal, Name, K}, #replay{sigs = Sigs, events = Evs}) ->
+settled({signal, Name, K}, #replay{sigs = Sigs} = R) ->
     case Sigs of
-        #{{Name, K} := S} -> {ok, S, maps:get(S, Evs)};
+        #{{Name, K} := S} -> {ok, S, event(S, R)};
         _ -> none
     end;
 settled(Key, #replay{outcomes = O}) ->
@@ -366,9 +424,9 @@ settled(Key, #replay{outcomes = O}) ->
 %% (at any seq: callers compare its seq with {@link watermark/1} for non-blocking
 %% observations).
 -spec signal(binary(), pos_integer(), replay()) -> {ok, event()} | none.
-signal(Name, K, #replay{sigs = Sigs, events = Evs}) ->
+signal(Name, K, #replay{sigs = Sigs} = R) ->
     case Sigs of
-        #{{Name, K} := S} -> {ok, maps:get(S, Evs)};
+        #{{Name, K} := S} -> {ok, event(S, R)};
         _ -> none
     end.
 
@@ -376,8 +434,8 @@ signal(Name, K, #replay{sigs = Sigs, events = Evs}) ->
 %% or `none' (the code is live from here). Used by `patched/1' to look ahead
 %% without a nondeterminism error.
 -spec next_command(replay()) -> command() | none.
-next_command(#replay{pos = P, ncmds = N, cmds = C}) when P < N ->
-    describe_event(maps:get(P + 1, C));
+next_command(#replay{pos = P, ncmds = N} = R) when P < N ->
+    describe_event(cmd(P + 1, R));
 next_command(_) ->
     none.
 
@@ -397,22 +455,22 @@ watermark(#replay{w = W}) -> W.
 %% @doc Deterministic time (SPEC 3.3): `recorded_at' of the highest-seq event
 %% among the arrivals with seq =&lt; W and the run's own commands so far.
 -spec now(replay()) -> integer().
-now(#replay{w = W, own = O, events = Evs}) ->
-    maps:get(recorded_at, maps:get(max(W, O), Evs)).
+now(#replay{w = W, own = O} = R) ->
+    maps:get(recorded_at, event(max(W, O), R)).
 
 %% @doc The first workflow cancel request with seq =&lt; W, if any.
 -spec cancel_requested(replay()) -> false | {true, event()}.
-cancel_requested(#replay{cancel_reqs = [S | _], w = W, events = Evs}) when S =< W ->
-    {true, maps:get(S, Evs)};
+cancel_requested(#replay{cancel_reqs = [S | _], w = W} = R) when S =< W ->
+    {true, event(S, R)};
 cancel_requested(_) ->
     false.
 
 %% @doc Activity ids and timer ids recorded as started with no settling event in
 %% the contiguous prefix (what may still be outstanding when the run closes).
 -spec outstanding(replay()) -> {[binary()], [binary()]}.
-outstanding(#replay{cmds = C, outcomes = O}) ->
-    maps:fold(
-      fun(_, Ev, {As, Ts} = Acc) ->
+outstanding(#replay{outcomes = O} = R) ->
+    lists:foldl(
+      fun(Ev, {As, Ts} = Acc) ->
               case Ev of
                   #{type := activity_scheduled, activity_id := Id}
                     when not is_map_key({activity, Id}, O) -> {[Id | As], Ts};
@@ -420,7 +478,7 @@ outstanding(#replay{cmds = C, outcomes = O}) ->
                     when not is_map_key({timer, Id}, O) -> {As, [Id | Ts]};
                   _ -> Acc
               end
-      end, {[], []}, C).
+      end, {[], []}, all_cmds(R)).
 
 %%% ===========================================================================
 %%% Children (aion_child)
@@ -428,8 +486,8 @@ outstanding(#replay{cmds = C, outcomes = O}) ->
 
 %% @doc The `child_workflow_started' event of child `ChildId', if recorded.
 -spec child_started(binary(), replay()) -> {ok, event()} | none.
-child_started(ChildId, #replay{cmds = C}) ->
-    case [E || E = #{type := child_workflow_started, child_id := Id} <- maps:values(C),
+child_started(ChildId, R) ->
+    case [E || E = #{type := child_workflow_started, child_id := Id} <- all_cmds(R),
                Id =:= ChildId] of
         [E | _] -> {ok, E};
         [] -> none
@@ -438,6 +496,6 @@ child_started(ChildId, #replay{cmds = C}) ->
 %% @doc The `child_workflow_started' events with no settling event in the
 %% contiguous prefix (children that may still be running).
 -spec open_children(replay()) -> [event()].
-open_children(#replay{cmds = C, outcomes = O}) ->
-    [E || E = #{type := child_workflow_started, child_id := Id} <- maps:values(C),
+open_children(#replay{outcomes = O} = R) ->
+    [E || E = #{type := child_workflow_started, child_id := Id} <- all_cmds(R),
           not is_map_key({child, Id}, O)].
