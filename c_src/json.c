@@ -737,7 +737,7 @@ static void dec_buf_free(dec_buf *b)
 
 /* Per-call cache of root keys already turned into atoms (json_decode_events):
  * direct-mapped by a hash of the key text; keys up to KEY_CACHE_TEXT bytes. */
-#define KEY_CACHE_SIZE 64
+#define KEY_CACHE_SIZE 128 /* 64 sets of 2 */
 #define KEY_CACHE_TEXT 31
 #define STR_CACHE_SIZE 256
 typedef struct {
@@ -798,23 +798,32 @@ static int key_atom(ErlNifEnv *env, key_cache *kc, const unsigned char *in, size
                     size_t end, ERL_NIF_TERM *out)
 {
     size_t len = end - start;
+    const unsigned char *t = in + start;
+    text_entry *set = NULL;
+    if (kc != NULL && len > 0 && len <= KEY_CACHE_TEXT) {
+        /* Two ways per set, so two keys that hash alike (options and attempt do)
+         * do not evict each other on every row. A cached text passed the checks
+         * below when it was entered. */
+        set = &kc->e[(text_hash(t, len) % (KEY_CACHE_SIZE / 2)) * 2];
+        for (int w = 0; w < 2; w++) {
+            if (set[w].len == len && memcmp(set[w].text, t, len) == 0) {
+                *out = set[w].term;
+                return 0;
+            }
+        }
+    }
     if (len > 255)
         return -1;
-    for (size_t i = start; i < end; i++)
-        if (in[i] == '\\' || in[i] >= 0x80)
+    for (size_t i = 0; i < len; i++)
+        if (t[i] == '\\' || t[i] >= 0x80)
             return -1;
-    int cacheable = kc != NULL && len > 0 && len <= KEY_CACHE_TEXT;
-    text_entry *e = cacheable ? &kc->e[text_hash(in + start, len) % KEY_CACHE_SIZE] : NULL;
-    if (e != NULL && e->len == len && memcmp(e->text, in + start, len) == 0) {
-        *out = e->term;
-        return 0;
-    }
-    if (!enif_make_existing_atom_len(env, (const char *)in + start, len, out, ERL_NIF_LATIN1))
+    if (!enif_make_existing_atom_len(env, (const char *)t, len, out, ERL_NIF_LATIN1))
         return -1;
-    if (e != NULL) {
-        e->len = (unsigned char)len;
-        memcpy(e->text, in + start, len);
-        e->term = *out;
+    if (set != NULL) {
+        set[1] = set[0];
+        set[0].len = (unsigned char)len;
+        memcpy(set[0].text, t, len);
+        set[0].term = *out;
     }
     return 0;
 }
