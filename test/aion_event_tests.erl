@@ -85,7 +85,7 @@ badarg_test() ->
 proper_test_() ->
     Opts = [{numtests, 100}, {to_file, user}],
     [{timeout, 300, ?_assert(proper:quickcheck(prop_aion_event:P(), Opts))}
-     || P <- [prop_same_as_reference, prop_repeated_containers]].
+     || P <- [prop_same_as_reference, prop_repeated_containers, prop_mutated_rows]].
 
 %% Nested containers with equal text are built once per call and shared; texts that
 %% only start alike, the same text in another place, and a container whose cached
