@@ -804,7 +804,7 @@ static int key_atom(ErlNifEnv *env, key_cache *kc, const unsigned char *in, size
         /* Two ways per set, so two keys that hash alike (options and attempt do)
          * do not evict each other on every row. A cached text passed the checks
          * below when it was entered. */
-        set = &kc->e[(text_hash(t, len) % (KEY_CACHE_SIZE / 2)) * 2];
+        set = &kc->e[(size_t)(text_hash(t, len) % (KEY_CACHE_SIZE / 2)) * 2];
         for (int w = 0; w < 2; w++) {
             if (set[w].len == len && memcmp(set[w].text, t, len) == 0) {
                 *out = set[w].term;
