@@ -38,8 +38,11 @@
  *
  * json_decode_events/2 (for aion_event) decodes a list of stored history rows in one
  * call: each row's object becomes the event map directly (top-level keys as existing
- * atoms, plus seq/type/recorded_at); rows it cannot take are returned as they are
- * for the Erlang decoder. See the section "Decode a history" below.
+ * atoms, plus seq/type/recorded_at), in a single pass that validates and builds at
+ * once with the validator's own token checks (build_event_pass: no jsmn pass);
+ * nested objects and arrays whose exact text recurs in the call are built once and
+ * shared. Rows it cannot take are returned as they are for the Erlang decoder. See
+ * the section "Decode a history" below.
  *
  * Scheduling: all NIFs start on a normal scheduler. Decode moves to a dirty CPU
  * scheduler (enif_schedule_nif) when the input plus a bignum work estimate exceeds
