@@ -110,14 +110,12 @@ static sqlite3_stmt *reader_stmt(reader *rd, int which)
     return rd->st[which];
 }
 
-typedef enum { ROW_EVENT, ROW_RUN, ROW_TIMER, ROW_TASK } row_kind;
+/* Rows of the cached queries (history rows: walk_history). */
+typedef enum { ROW_RUN, ROW_TIMER, ROW_TASK } row_kind;
 
 static ERL_NIF_TERM row_term(ErlNifEnv *env, const store_atoms *a, sqlite3_stmt *st, row_kind k)
 {
     switch (k) {
-    case ROW_EVENT:
-        return enif_make_tuple4(env, store_col_term(env, a, st, 0), store_col_term(env, a, st, 1),
-                                store_col_term(env, a, st, 2), store_col_term(env, a, st, 3));
     case ROW_RUN:
         return run_term(env, a, st);
     case ROW_TIMER:

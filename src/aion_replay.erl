@@ -97,8 +97,10 @@ add(#{seq := Seq} = Ev, #replay{events = Evs} = R) ->
     end.
 
 %% @doc Adds several decoded events (any order). Same result as adding them one by
-%% one with {@link add/2}; a run of events that continues the contiguous prefix in
-%% seq order (a history load) takes a bulk path that builds the maps at once.
+%% one with {@link add/2} (the same answers to every question; equal under
+%% {@link canonical/1}); a run of events that continues the contiguous prefix in
+%% seq order takes a bulk path that builds the indexes at once, and into a new
+%% replay (a history load) keeps those events and commands in tuples.
 -spec add_all([event()], replay()) -> replay().
 add_all(Evs, #replay{known = 0, max = 0, ncmds = 0, base = {}} = R) ->
     load(Evs, R);
