@@ -109,3 +109,30 @@ repeated_containers_test() ->
     Dup = <<"{\"options\":{\"a\":1,\"a\":2,\"bbbbbbbbbbbbbbbb\":3}}">>,
     [#{options := #{<<"a">> := 2}}, _] = same([{1, <<"timer_fired">>, 0, Dup},
                                                {2, <<"timer_fired">>, 0, Dup}]).
+
+%% Every JSONTestSuite input (test/data/json_test_parsing) as a row's whole data,
+%% as the value of a field, and twice in one call (the second read with the first's
+%% containers cached): decode_all/1 answers as the reference decoder, or raises
+%% where it raises.
+json_test_suite_rows_test() ->
+    Dir = hd([D || D <- [filename:join([filename:dirname(?FILE), "data", "json_test_parsing"]),
+                         filename:join([filename:dirname(code:which(?MODULE)), "..", "..",
+                                        "..", "..", "..", "test", "data",
+                                        "json_test_parsing"])],
+                   filelib:is_dir(D)]),
+    Files = filelib:wildcard("*.json", Dir),
+    ?assertEqual(318, length(Files)),
+    lists:foreach(
+      fun(F) ->
+              {ok, X} = file:read_file(filename:join(Dir, F)),
+              Field = <<"{\"result\":", X/binary, ",\"activity_id\":\"a\"}">>,
+              Rows = [{1, <<"activity_completed">>, 0, X},
+                      {2, <<"activity_completed">>, 0, Field},
+                      {3, <<"activity_completed">>, 0, Field}],
+              [?assertEqual({F, outcome(fun() -> [aion_event:decode_slow(R) || R <- Rs] end)},
+                            {F, outcome(fun() -> aion_event:decode_all(Rs) end)})
+               || Rs <- [[R] || R <- Rows] ++ [Rows]]
+      end, Files).
+
+outcome(F) ->
+    try {ok, F()} catch _:_ -> raised end.
