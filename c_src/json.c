@@ -38,8 +38,11 @@
  *
  * json_decode_events/2 (for aion_event) decodes a list of stored history rows in one
  * call: each row's object becomes the event map directly (top-level keys as existing
- * atoms, plus seq/type/recorded_at); rows it cannot take are returned as they are
- * for the Erlang decoder. See the section "Decode a history" below.
+ * atoms, plus seq/type/recorded_at), in a single pass that validates and builds at
+ * once with the validator's own token checks (build_event_pass: no jsmn pass);
+ * nested objects and arrays whose exact text recurs in the call are built once and
+ * shared. Rows it cannot take are returned as they are for the Erlang decoder. See
+ * the section "Decode a history" below.
  *
  * Scheduling: all NIFs start on a normal scheduler. Decode moves to a dirty CPU
  * scheduler (enif_schedule_nif) when the input plus a bignum work estimate exceeds
@@ -688,11 +691,12 @@ static ERL_NIF_TERM decode_dirty(ErlNifEnv *env, int argc, const ERL_NIF_TERM ar
 /* Outcome of build() and decode_text(). */
 enum build_rc { B_OK = 0, B_INVALID, B_ENOMEM, B_INTERNAL, B_FALLBACK };
 
-/* Event mode of build() (json_decode_events): the root must be an object whose
+/* Event mode (json_decode_events, build_event()): the root must be an object whose
  * keys become existing atoms (never created here), merged with three header pairs.
  * Anything else (a key that is not an existing atom, escaped or non-ASCII key text,
- * a duplicate key, a header key in the data) is B_FALLBACK: the caller leaves that
- * row to the Erlang decoder, which gives the exact same result or error. */
+ * a duplicate key, a header key in the data, invalid JSON) is B_FALLBACK: the
+ * caller leaves that row to the Erlang decoder, which gives the exact same result
+ * or error. */
 typedef struct {
     ERL_NIF_TERM keys[3], vals[3]; /* seq, type, recorded_at */
     int term_field;                /* out: an `error' or `reason' key is present */
@@ -736,7 +740,7 @@ static void dec_buf_free(dec_buf *b)
 
 /* Per-call cache of root keys already turned into atoms (json_decode_events):
  * direct-mapped by a hash of the key text; keys up to KEY_CACHE_TEXT bytes. */
-#define KEY_CACHE_SIZE 64
+#define KEY_CACHE_SIZE 128 /* 64 sets of 2 */
 #define KEY_CACHE_TEXT 31
 #define STR_CACHE_SIZE 256
 typedef struct {
@@ -744,9 +748,21 @@ typedef struct {
     char text[KEY_CACHE_TEXT];
     ERL_NIF_TERM term;
 } text_entry;
+/* Nested containers built in this call, by their text (build_event()): direct-mapped
+ * by a hash of the first CT_PREFIX bytes; texts of CT_PREFIX..CT_MAX bytes. The
+ * text points into a row of the call (alive for the whole call). */
+#define CT_CACHE_SIZE 64
+#define CT_PREFIX 16
+#define CT_MAX 4096
+typedef struct {
+    const unsigned char *text;
+    size_t len; /* 0: empty slot */
+    ERL_NIF_TERM term;
+} ct_entry;
 typedef struct {
     text_entry e[KEY_CACHE_SIZE];   /* root keys -> atoms */
     text_entry s[STR_CACHE_SIZE];   /* short unescaped strings -> one shared binary */
+    ct_entry c[CT_CACHE_SIZE];      /* nested objects and arrays -> one shared term */
 } key_cache;
 
 static unsigned text_hash(const unsigned char *p, size_t n)
@@ -785,23 +801,32 @@ static int key_atom(ErlNifEnv *env, key_cache *kc, const unsigned char *in, size
                     size_t end, ERL_NIF_TERM *out)
 {
     size_t len = end - start;
+    const unsigned char *t = in + start;
+    text_entry *set = NULL;
+    if (kc != NULL && len > 0 && len <= KEY_CACHE_TEXT) {
+        /* Two ways per set, so two keys that hash alike (options and attempt do)
+         * do not evict each other on every row. A cached text passed the checks
+         * below when it was entered. */
+        set = &kc->e[(size_t)(text_hash(t, len) % (KEY_CACHE_SIZE / 2)) * 2];
+        for (int w = 0; w < 2; w++) {
+            if (set[w].len == len && memcmp(set[w].text, t, len) == 0) {
+                *out = set[w].term;
+                return 0;
+            }
+        }
+    }
     if (len > 255)
         return -1;
-    for (size_t i = start; i < end; i++)
-        if (in[i] == '\\' || in[i] >= 0x80)
+    for (size_t i = 0; i < len; i++)
+        if (t[i] == '\\' || t[i] >= 0x80)
             return -1;
-    int cacheable = kc != NULL && len > 0 && len <= KEY_CACHE_TEXT;
-    text_entry *e = cacheable ? &kc->e[text_hash(in + start, len) % KEY_CACHE_SIZE] : NULL;
-    if (e != NULL && e->len == len && memcmp(e->text, in + start, len) == 0) {
-        *out = e->term;
-        return 0;
-    }
-    if (!enif_make_existing_atom_len(env, (const char *)in + start, len, out, ERL_NIF_LATIN1))
+    if (!enif_make_existing_atom_len(env, (const char *)t, len, out, ERL_NIF_LATIN1))
         return -1;
-    if (e != NULL) {
-        e->len = (unsigned char)len;
-        memcpy(e->text, in + start, len);
-        e->term = *out;
+    if (set != NULL) {
+        set[1] = set[0];
+        set[0].len = (unsigned char)len;
+        memcpy(set[0].text, t, len);
+        set[0].term = *out;
     }
     return 0;
 }
@@ -810,13 +835,11 @@ static int key_atom(ErlNifEnv *env, key_cache *kc, const unsigned char *in, size
  * scratch holds one object's keys and values for enif_make_map_from_arrays
  * (room for 2 * n + 6 terms from vals). On B_INVALID *err_off / *why are set. */
 static int build(ErlNifEnv *env, const unsigned char *in, const jsmntok_t *tok, size_t n,
-                 ERL_NIF_TERM *vals, ERL_NIF_TERM *scratch, ev_mode *ev, ERL_NIF_TERM *out,
+                 ERL_NIF_TERM *vals, ERL_NIF_TERM *scratch, ERL_NIF_TERM *out,
                  size_t *err_off, int *why)
 {
     struct aion_json_priv *p = json_priv(env);
     size_t top = 0;
-    if (ev != NULL && (n == 0 || tok[0].type != JSMN_OBJECT))
-        return B_FALLBACK;
     for (size_t i = n; i-- > 0;) {
         const jsmntok_t *t = &tok[i];
         size_t start = (size_t)t->start, end = (size_t)t->end;
@@ -824,15 +847,8 @@ static int build(ErlNifEnv *env, const unsigned char *in, const jsmntok_t *tok, 
         ERL_NIF_TERM v;
         switch (t->type) {
         case JSMN_STRING:
-            if (ev != NULL && t->parent == 0) {
-                if (key_atom(env, ev->cache, in, start, end, &v) != 0)
-                    return B_FALLBACK;
-                if (v == p->atom_error || v == p->atom_reason)
-                    ev->term_field = 1;
-            } else if (cached_string(env, ev != NULL ? ev->cache : NULL, in, start, end, &v) !=
-                       0) {
+            if (make_string(env, in, start, end, &v) != 0)
                 return B_ENOMEM;
-            }
             break;
         case JSMN_PRIMITIVE:
             if (in[start] == 't') {
@@ -859,23 +875,6 @@ static int build(ErlNifEnv *env, const unsigned char *in, const jsmntok_t *tok, 
             top -= k;
             break;
         case JSMN_OBJECT:
-            if (ev != NULL && i == 0) {
-                /* The event root: keys at scratch[0, k+3) (data keys, then the
-                 * headers), values at scratch[k+3, 2k+6); scratch has n+6 >= 2k+7. */
-                ERL_NIF_TERM *ks = scratch, *vs = scratch + k + 3;
-                for (size_t j = 0; j < k; j++) {
-                    ks[j] = vals[top - 1 - 2 * j];
-                    vs[j] = vals[top - 2 - 2 * j];
-                }
-                top -= 2 * k;
-                for (size_t j = 0; j < 3; j++) {
-                    ks[k + j] = ev->keys[j];
-                    vs[k + j] = ev->vals[j];
-                }
-                if (!enif_make_map_from_arrays(env, ks, vs, k + 3, &v))
-                    return B_FALLBACK; /* duplicate keys */
-                break;
-            }
             /* vals[top-1] is the first key, vals[top-2] its value, and so on. */
             for (size_t j = 0; j < k; j++) {
                 scratch[j] = vals[top - 1 - 2 * j];
@@ -957,7 +956,7 @@ static ERL_NIF_TERM decode_run(ErlNifEnv *env, const ERL_NIF_TERM argv[], int di
         result = enif_schedule_nif(env, "json_decode", ERL_NIF_DIRTY_JOB_CPU_BOUND,
                                    decode_dirty, 2, argv);
     } else {
-        rc = build(env, bin.data, b.tok, n, b.vals, b.vals + n, NULL, &v, &off, &why);
+        rc = build(env, bin.data, b.tok, n, b.vals, b.vals + n, &v, &off, &why);
         result = rc == B_OK        ? enif_make_tuple2(env, json_priv(env)->atom_ok, v)
                  : rc == B_INVALID ? invalid_json(env, off, why)
                                    : build_error(env, rc);
@@ -977,10 +976,248 @@ static ERL_NIF_TERM decode_dirty(ErlNifEnv *env, int argc, const ERL_NIF_TERM ar
 
 static ERL_NIF_TERM decode_events_dirty(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
 
+/* Single pass for one row (event mode): validates and builds at once. The token
+ * checks are the scanner's own (scan_string, scan_number, scan_literal, skip_ws), so
+ * a text it accepts is one scan() accepts, and the terms are build()'s: nested maps
+ * with binary keys (duplicates: the last wins), lists, numbers by make_number. A
+ * nested object or array whose exact text was built before in this call (ct_entry)
+ * is that term again: a JSON value's extent is fixed by its own bytes, so equal
+ * text at the position is an equal value; it is neither scanned nor built again
+ * (repeated activity options, retry policies). Keys and values wait on two stacks
+ * until their container closes. */
+#define EV_MAX_DEPTH 64
+
+typedef struct {
+    ERL_NIF_TERM *v;
+    size_t n, cap;
+} term_stack;
+
+/* Per-call scratch of json_decode_events: the key and value stacks. */
+typedef struct {
+    term_stack ks, vs;
+} ev_buf;
+
+static int ts_push(term_stack *t, ERL_NIF_TERM x)
+{
+    if (t->n == t->cap) {
+        size_t cap = t->cap == 0 ? 256 : 2 * t->cap;
+        ERL_NIF_TERM *v = enif_realloc(t->v, cap * sizeof *v);
+        if (v == NULL)
+            return -1;
+        t->v = v;
+        t->cap = cap;
+    }
+    t->v[t->n++] = x;
+    return 0;
+}
+
+static void ev_buf_free(ev_buf *b)
+{
+    if (b->ks.v != NULL)
+        enif_free(b->ks.v);
+    if (b->vs.v != NULL)
+        enif_free(b->vs.v);
+}
+
+static ct_entry *ct_slot(key_cache *kc, const unsigned char *p)
+{
+    return &kc->c[text_hash(p, CT_PREFIX) % CT_CACHE_SIZE];
+}
+
+/* A cached container whose text starts at p (avail bytes left): its length, or 0. */
+static size_t ct_lookup(key_cache *kc, const unsigned char *p, size_t avail, ERL_NIF_TERM *out)
+{
+    if (avail < CT_PREFIX)
+        return 0;
+    const ct_entry *e = ct_slot(kc, p);
+    if (e->len == 0 || e->len > avail || memcmp(e->text, p, e->len) != 0)
+        return 0;
+    *out = e->term;
+    return e->len;
+}
+
+static void ct_store(key_cache *kc, const unsigned char *p, size_t len, ERL_NIF_TERM term)
+{
+    if (len < CT_PREFIX || len > CT_MAX)
+        return;
+    ct_entry *e = ct_slot(kc, p);
+    e->text = p;
+    e->len = len;
+    e->term = term;
+}
+
+typedef struct {
+    size_t kbase, vbase, start; /* stack heights and text offset at the opening */
+    int obj;
+} ev_frame;
+
+/* An object key at s->pos and its colon; leaves s->pos at the value. Root keys are
+ * existing atoms (term fields noted), nested ones binaries. */
+static int ev_key(ErlNifEnv *env, scanner *s, ev_buf *b, ev_mode *ev, int root)
+{
+    struct aion_json_priv *p = json_priv(env);
+    ERL_NIF_TERM k;
+    if (s->pos >= s->len || s->in[s->pos] != '"')
+        return B_FALLBACK;
+    size_t start = s->pos + 1;
+    if (scan_string(s) != 0)
+        return B_FALLBACK;
+    if (root) {
+        if (key_atom(env, ev->cache, s->in, start, s->pos - 1, &k) != 0)
+            return B_FALLBACK;
+        if (k == p->atom_error || k == p->atom_reason)
+            ev->term_field = 1;
+    } else if (cached_string(env, ev->cache, s->in, start, s->pos - 1, &k) != 0) {
+        return B_ENOMEM;
+    }
+    if (ts_push(&b->ks, k) != 0)
+        return B_ENOMEM;
+    skip_ws(s);
+    if (s->pos >= s->len || s->in[s->pos] != ':')
+        return B_FALLBACK;
+    s->pos++;
+    skip_ws(s);
+    return B_OK;
+}
+
+/* A string, number or literal at s->pos. */
+static int ev_scalar(ErlNifEnv *env, scanner *s, ev_mode *ev, ERL_NIF_TERM *v)
+{
+    struct aion_json_priv *p = json_priv(env);
+    size_t start = s->pos;
+    int rc;
+    switch (s->in[start]) {
+    case '"':
+        if (scan_string(s) != 0)
+            return B_FALLBACK;
+        return cached_string(env, ev->cache, s->in, start + 1, s->pos - 1, v) != 0 ? B_ENOMEM
+                                                                                 : B_OK;
+    case 't':
+        *v = p->atom_true;
+        return scan_literal(s, "true") != 0 ? B_FALLBACK : B_OK;
+    case 'f':
+        *v = p->atom_false;
+        return scan_literal(s, "false") != 0 ? B_FALLBACK : B_OK;
+    case 'n':
+        *v = p->atom_null;
+        return scan_literal(s, "null") != 0 ? B_FALLBACK : B_OK;
+    case '-': case '0': case '1': case '2': case '3': case '4':
+    case '5': case '6': case '7': case '8': case '9':
+        if (scan_number(s) != 0)
+            return B_FALLBACK;
+        rc = make_number(env, s->in + start, s->pos - start, v);
+        return rc == R_NUMBER_OUT_OF_RANGE ? B_FALLBACK : rc != 0 ? B_ENOMEM : B_OK;
+    default:
+        return B_FALLBACK;
+    }
+}
+
+/* Closes the container of frame f: its members are on the stacks above f's bases. */
+static int ev_close(ErlNifEnv *env, ev_buf *b, const ev_frame *f, ev_mode *ev, int root,
+                    ERL_NIF_TERM *v)
+{
+    size_t n = b->vs.n - f->vbase;
+    if (!f->obj) {
+        *v = enif_make_list_from_array(env, b->vs.v + f->vbase, (unsigned)n);
+    } else if (root) {
+        for (size_t j = 0; j < 3; j++)
+            if (ts_push(&b->ks, ev->keys[j]) != 0 || ts_push(&b->vs, ev->vals[j]) != 0)
+                return B_ENOMEM;
+        if (!enif_make_map_from_arrays(env, b->ks.v + f->kbase, b->vs.v + f->vbase, n + 3, v))
+            return B_FALLBACK; /* duplicate keys */
+    } else if (!enif_make_map_from_arrays(env, b->ks.v + f->kbase, b->vs.v + f->vbase, n, v)) {
+        /* Duplicate keys: insert in order, so the last one wins. */
+        *v = enif_make_new_map(env);
+        for (size_t j = 0; j < n; j++)
+            enif_make_map_put(env, *v, b->ks.v[f->kbase + j], b->vs.v[f->vbase + j], v);
+    }
+    b->ks.n = f->kbase;
+    b->vs.n = f->vbase;
+    return B_OK;
+}
+
+static int build_event_pass(ErlNifEnv *env, scanner *s, ev_buf *b, ev_mode *ev,
+                            ERL_NIF_TERM *out)
+{
+    const unsigned char *in = s->in;
+    size_t len = s->len, depth = 0, hit;
+    ev_frame fr[EV_MAX_DEPTH];
+    ERL_NIF_TERM v;
+    int rc;
+    b->ks.n = b->vs.n = 0;
+    skip_ws(s);
+    if (s->pos >= len || in[s->pos] != '{')
+        return B_FALLBACK;
+    for (;;) {
+        /* A value at s->pos (whitespace skipped). */
+        if (s->pos >= len)
+            return B_FALLBACK;
+        unsigned char c = in[s->pos];
+        if (c != '{' && c != '[') {
+            if ((rc = ev_scalar(env, s, ev, &v)) != B_OK)
+                return rc;
+        } else if (depth > 0 && (hit = ct_lookup(ev->cache, in + s->pos, len - s->pos, &v))) {
+            s->pos += hit;
+        } else {
+            if (depth == EV_MAX_DEPTH)
+                return B_FALLBACK;
+            ev_frame *f = &fr[depth++];
+            f->kbase = b->ks.n;
+            f->vbase = b->vs.n;
+            f->start = s->pos;
+            f->obj = c == '{';
+            s->pos++;
+            skip_ws(s);
+            if (s->pos >= len || in[s->pos] != (c == '{' ? '}' : ']')) {
+                if (f->obj && (rc = ev_key(env, s, b, ev, depth == 1)) != B_OK)
+                    return rc;
+                continue; /* the first member */
+            }
+            s->pos++; /* empty */
+            depth--;
+            if ((rc = ev_close(env, b, f, ev, depth == 0, &v)) != B_OK)
+                return rc;
+        }
+        /* After a complete value v: close containers, or a comma, or the end. */
+        for (;;) {
+            if (depth == 0) {
+                skip_ws(s);
+                if (s->pos != len)
+                    return B_FALLBACK;
+                *out = v;
+                return B_OK;
+            }
+            if (ts_push(&b->vs, v) != 0)
+                return B_ENOMEM;
+            skip_ws(s);
+            if (s->pos >= len)
+                return B_FALLBACK;
+            ev_frame *f = &fr[depth - 1];
+            c = in[s->pos];
+            if (c == (f->obj ? '}' : ']')) {
+                s->pos++;
+                depth--;
+                if ((rc = ev_close(env, b, f, ev, depth == 0, &v)) != B_OK)
+                    return rc;
+                if (depth > 0)
+                    ct_store(ev->cache, in + f->start, s->pos - f->start, v);
+                continue;
+            }
+            if (c != ',')
+                return B_FALLBACK;
+            s->pos++;
+            skip_ws(s);
+            if (f->obj && (rc = ev_key(env, s, b, ev, depth == 1)) != B_OK)
+                return rc;
+            break; /* the next member */
+        }
+    }
+}
+
 /* One stored row {Seq, Type, RecordedAt, Data} to its event map (see ev_mode).
- * B_OK with *out the map; B_FALLBACK (the row goes back unchanged); B_ENOMEM /
- * B_INTERNAL (raise). *work accumulates the scanner's work estimate. */
-static int decode_row(ErlNifEnv *env, ERL_NIF_TERM row, dec_buf *b, key_cache *kc,
+ * B_OK with *out the map; B_FALLBACK (the row goes back unchanged); B_ENOMEM
+ * (raise). *work accumulates the data size plus the bignum work estimate. */
+static int decode_row(ErlNifEnv *env, ERL_NIF_TERM row, ev_buf *b, key_cache *kc,
                       size_t *work, ERL_NIF_TERM *out, int *term_field)
 {
     struct aion_json_priv *p = json_priv(env);
@@ -994,17 +1231,10 @@ static int decode_row(ErlNifEnv *env, ERL_NIF_TERM row, dec_buf *b, key_cache *k
     if (key_atom(env, kc, type.data, 0, type.size, &ev.vals[1]) != 0)
         return B_FALLBACK;
     scanner s = {data.data, data.size, 0, 0, 0, 0};
-    size_t n = 0, off;
-    int why;
-    int rc = parse_text(data.data, data.size, b, &s, &n);
-    *work += s.work > data.size ? s.work : data.size;
-    if (rc == B_INVALID)
-        return B_FALLBACK;
-    if (rc != B_OK)
-        return rc;
-    rc = build(env, data.data, b->tok, n, b->vals, b->vals + n, &ev, out, &off, &why);
+    int rc = build_event_pass(env, &s, b, &ev, out);
+    *work += data.size + s.work;
     *term_field = ev.term_field;
-    return rc == B_INVALID ? B_FALLBACK : rc;
+    return rc;
 }
 
 /* Sum of the Data sizes of a list of rows (malformed rows count 0). */
@@ -1041,7 +1271,7 @@ static ERL_NIF_TERM decode_events_run(ErlNifEnv *env, const ERL_NIF_TERM argv[],
         return enif_raise_exception(env, enif_make_atom(env, "enomem"));
     }
     memset(kc, 0, sizeof *kc);
-    dec_buf b = {NULL, NULL, 0};
+    ev_buf b = {{NULL, 0, 0}, {NULL, 0, 0}};
     ERL_NIF_TERM list = argv[0], row, result;
     size_t work = 0;
     int mixed = 0, rc = B_OK;
@@ -1069,7 +1299,7 @@ static ERL_NIF_TERM decode_events_run(ErlNifEnv *env, const ERL_NIF_TERM argv[],
     else
         result = enif_make_tuple2(env, mixed ? p->atom_mixed : p->atom_ok,
                                   enif_make_list_from_array(env, outs, len));
-    dec_buf_free(&b);
+    ev_buf_free(&b);
     enif_free(kc);
     enif_free(outs);
     return result;

@@ -110,14 +110,12 @@ static sqlite3_stmt *reader_stmt(reader *rd, int which)
     return rd->st[which];
 }
 
-typedef enum { ROW_EVENT, ROW_RUN, ROW_TIMER, ROW_TASK } row_kind;
+/* Rows of the cached queries (history rows: walk_history). */
+typedef enum { ROW_RUN, ROW_TIMER, ROW_TASK } row_kind;
 
 static ERL_NIF_TERM row_term(ErlNifEnv *env, const store_atoms *a, sqlite3_stmt *st, row_kind k)
 {
     switch (k) {
-    case ROW_EVENT:
-        return enif_make_tuple4(env, store_col_term(env, a, st, 0), store_col_term(env, a, st, 1),
-                                store_col_term(env, a, st, 2), store_col_term(env, a, st, 3));
     case ROW_RUN:
         return run_term(env, a, st);
     case ROW_TIMER:
@@ -211,6 +209,38 @@ static int reader_exec(reader *rd, int which)
     return rc == SQLITE_DONE ? SQLITE_OK : rc;
 }
 
+/* The type column of a history repeats a few texts: one binary per distinct text
+ * (TYPE_SLOTS most recent ones) instead of one per row. */
+#define TYPE_SLOTS 4
+#define TYPE_TEXT 40
+typedef struct {
+    size_t len[TYPE_SLOTS]; /* 0: empty */
+    unsigned char text[TYPE_SLOTS][TYPE_TEXT];
+    ERL_NIF_TERM term[TYPE_SLOTS];
+    unsigned next; /* the slot to replace */
+} type_cache;
+
+static ERL_NIF_TERM type_term(ErlNifEnv *env, const store_atoms *a, type_cache *tc,
+                              sqlite3_stmt *st, int i)
+{
+    if (sqlite3_column_type(st, i) != SQLITE_TEXT)
+        return store_col_term(env, a, st, i);
+    const unsigned char *p = sqlite3_column_text(st, i);
+    int n = sqlite3_column_bytes(st, i);
+    if (p == NULL || n <= 0 || n > TYPE_TEXT)
+        return store_col_term(env, a, st, i);
+    size_t len = (size_t)n;
+    for (unsigned k = 0; k < TYPE_SLOTS; k++)
+        if (tc->len[k] == len && memcmp(tc->text[k], p, len) == 0)
+            return tc->term[k];
+    unsigned k = tc->next;
+    tc->next = (k + 1) % TYPE_SLOTS;
+    tc->len[k] = len;
+    memcpy(tc->text[k], p, len);
+    tc->term[k] = store_make_bin(env, p, len);
+    return tc->term[k];
+}
+
 /* Walks the run's event chain from its latest event back to FromSeq inside one read
  * transaction; consing while walking backwards yields ascending order. Returns
  * {ok, Events}, or {error, Reason} with the transaction rolled back. */
@@ -223,6 +253,8 @@ static ERL_NIF_TERM walk_history(ErlNifEnv *env, const store_atoms *a, reader *r
     if (rc != SQLITE_OK)
         return store_conn_error(env, a, rd->c, rc);
     ErlNifSInt64 id = 0, expect = 0;
+    type_cache tc;
+    memset(&tc, 0, sizeof tc);
     rc = store_bind_bytes(head, 1, run);
     if (rc == SQLITE_OK && (rc = sqlite3_step(head)) == SQLITE_ROW) {
         id = sqlite3_column_int64(head, 0);
@@ -258,7 +290,11 @@ static ERL_NIF_TERM walk_history(ErlNifEnv *env, const store_atoms *a, reader *r
                 rc = SQLITE_DONE; /* a missing event: broken chain */
             break;
         }
-        list = enif_make_list_cell(env, row_term(env, a, ev, ROW_EVENT), list);
+        list = enif_make_list_cell(
+            env,
+            enif_make_tuple4(env, store_col_term(env, a, ev, 0), type_term(env, a, &tc, ev, 1),
+                             store_col_term(env, a, ev, 2), store_col_term(env, a, ev, 3)),
+            list);
         ErlNifSInt64 prev = sqlite3_column_int64(ev, 4);
         positioned = prev == id - 1;
         id = prev;

@@ -84,5 +84,55 @@ badarg_test() ->
 
 proper_test_() ->
     Opts = [{numtests, 100}, {to_file, user}],
-    {timeout, 300,
-     ?_assert(proper:quickcheck(prop_aion_event:prop_same_as_reference(), Opts))}.
+    [{timeout, 300, ?_assert(proper:quickcheck(prop_aion_event:P(), Opts))}
+     || P <- [prop_same_as_reference, prop_repeated_containers, prop_mutated_rows]].
+
+%% Nested containers with equal text are built once per call and shared; texts that
+%% only start alike, the same text in another place, and a container whose cached
+%% text is followed by more members all decode as the reference does.
+repeated_containers_test() ->
+    Opts = #{<<"retry">> => #{<<"initial_interval">> => 1000, <<"max">> => [1, 2, 3]},
+             <<"task_queue">> => <<"default">>},
+    Opts2 = Opts#{<<"task_queue">> => <<"other">>},
+    Rows = [row(I, activity_scheduled,
+                #{activity_id => integer_to_binary(I),
+                  options => case I rem 3 of 0 -> Opts; 1 -> Opts2; 2 -> [Opts, Opts2] end,
+                  input => [#{<<"retry">> => #{<<"initial_interval">> => 1000,
+                                               <<"max">> => [1, 2, 3]}}, I]})
+            || I <- lists:seq(1, 30)],
+    Evs = same(Rows),
+    Decoded = aion_event:decode_all(Rows),
+    ?assert(erts_debug:size(Decoded) < erts_debug:flat_size(Decoded)),   % shared
+    ?assertEqual(Opts, maps:get(options, lists:nth(3, Evs))),
+    ?assertEqual([Opts, Opts2], maps:get(options, lists:nth(2, Evs))),
+    %% Duplicate keys in a nested object (the last wins), repeated.
+    Dup = <<"{\"options\":{\"a\":1,\"a\":2,\"bbbbbbbbbbbbbbbb\":3}}">>,
+    [#{options := #{<<"a">> := 2}}, _] = same([{1, <<"timer_fired">>, 0, Dup},
+                                               {2, <<"timer_fired">>, 0, Dup}]).
+
+%% Every JSONTestSuite input (test/data/json_test_parsing) as a row's whole data,
+%% as the value of a field, and twice in one call (the second read with the first's
+%% containers cached): decode_all/1 answers as the reference decoder, or raises
+%% where it raises.
+json_test_suite_rows_test() ->
+    Dir = hd([D || D <- [filename:join([filename:dirname(?FILE), "data", "json_test_parsing"]),
+                         filename:join([filename:dirname(code:which(?MODULE)), "..", "..",
+                                        "..", "..", "..", "test", "data",
+                                        "json_test_parsing"])],
+                   filelib:is_dir(D)]),
+    Files = filelib:wildcard("*.json", Dir),
+    ?assertEqual(318, length(Files)),
+    lists:foreach(
+      fun(F) ->
+              {ok, X} = file:read_file(filename:join(Dir, F)),
+              Field = <<"{\"result\":", X/binary, ",\"activity_id\":\"a\"}">>,
+              Rows = [{1, <<"activity_completed">>, 0, X},
+                      {2, <<"activity_completed">>, 0, Field},
+                      {3, <<"activity_completed">>, 0, Field}],
+              [?assertEqual({F, outcome(fun() -> [aion_event:decode_slow(R) || R <- Rs] end)},
+                            {F, outcome(fun() -> aion_event:decode_all(Rs) end)})
+               || Rs <- [[R] || R <- Rows] ++ [Rows]]
+      end, Files).
+
+outcome(F) ->
+    try {ok, F()} catch _:_ -> raised end.
