@@ -29,6 +29,8 @@
 #define SCHEMA_VERSION  2
 #define CKPT_WAL_PAGES  8192 /* WAL size (pages) that wakes the checkpoint thread */
 #define WAL_SIZE_LIMIT  "67108864" /* journal_size_limit: WAL truncated to this on reset */
+#define WAL_TAIL_PAGES  512  /* a WAL tail the writer backfills itself (wal_hook) */
+#define CKPT_CATCH_UP   4    /* passes run back to back before the writer takes the rest */
 
 static const char SCHEMA_DDL[] =
     "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);"
@@ -115,12 +117,26 @@ static int exec_sql(sqlite3 *c, const char *sql)
 /* ------------------------------------------------------------------ checkpoints */
 
 /* Called on the writer thread after each commit: counts, and wakes the checkpoint
- * thread when the WAL grew past the threshold. Replaces SQLite's auto-checkpoint. */
+ * thread when the WAL grew past the threshold. Replaces SQLite's auto-checkpoint.
+ *
+ * Ending the WAL: SQLite rewrites the WAL from its start (in place: no new file blocks,
+ * a small WAL index) only if the whole WAL is backfilled when the writer begins a
+ * transaction. A checkpoint thread alone never gets there under a steady stream of
+ * commits (each pass ends behind the frames committed during it), and the WAL then
+ * grows without bound (700+ MB in a minute of timer fires, every frame a new file
+ * block that the kernel zeroes). So once the thread's passes have caught up to within
+ * WAL_TAIL_PAGES of the writer, it asks the writer (ck_reset) to backfill that tail
+ * itself between two batches; the writer's next transaction restarts the WAL. */
 static int wal_hook(void *arg, sqlite3 *c, const char *name, int pages)
 {
     db_res *db = arg;
     pthread_mutex_lock(&db->ck_mu);
     db->ck_commits++;
+    db->ck_wal_pages = pages > 0 ? (uint64_t)pages : 0;
+    if (db->ck_reset) {
+        db->ck_reset = 0;
+        db->w_reset = 1;
+    }
     if (pages >= CKPT_WAL_PAGES && !db->ck_pending) {
         db->ck_pending = 1;
         pthread_cond_signal(&db->ck_cv);
@@ -129,10 +145,11 @@ static int wal_hook(void *arg, sqlite3 *c, const char *name, int pages)
     return SQLITE_OK;
 }
 
-static int run_checkpoint(db_res *db, int *code, char *msg, size_t msg_sz)
+static int run_checkpoint(db_res *db, int *code, char *msg, size_t msg_sz, int *n_log,
+                          int *n_ckpt)
 {
     pthread_mutex_lock(&db->ck_run);
-    int rc = sqlite3_wal_checkpoint_v2(db->ck, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+    int rc = sqlite3_wal_checkpoint_v2(db->ck, NULL, SQLITE_CHECKPOINT_PASSIVE, n_log, n_ckpt);
     if (rc != SQLITE_OK && code != NULL) {
         *code = sqlite3_extended_errcode(db->ck);
         const char *m = sqlite3_errmsg(db->ck);
@@ -144,6 +161,38 @@ static int run_checkpoint(db_res *db, int *code, char *msg, size_t msg_sz)
     }
     pthread_mutex_unlock(&db->ck_run);
     return rc;
+}
+
+/* Called by the checkpoint thread (holding ck_mu) after a pass that backfilled the
+ * WAL up to frame n_ckpt: decides whether the writer ends the WAL, another pass
+ * runs at once, or the thread waits. */
+static void after_pass(db_res *db, int rc, int n_log, int n_ckpt)
+{
+    if (rc != SQLITE_OK || n_log < CKPT_WAL_PAGES || n_ckpt < 0) {
+        db->ck_passes = 0;
+        return;
+    }
+    uint64_t done = (uint64_t)n_ckpt;
+    uint64_t tail = db->ck_wal_pages > done ? db->ck_wal_pages - done : 0;
+    if (tail <= WAL_TAIL_PAGES || db->ck_passes >= CKPT_CATCH_UP) {
+        db->ck_reset = 1;
+        db->ck_passes = 0;
+    } else {
+        db->ck_passes++;
+        db->ck_pending = 1;
+    }
+}
+
+/* Writer thread, between batches: backfills the WAL's tail on the writer connection
+ * (the checkpoint thread asked for it), so that the next transaction restarts the
+ * WAL. Skipped while a checkpoint runs elsewhere (retried after the next batch). */
+void store_wal_finish(db_res *db)
+{
+    if (pthread_mutex_trylock(&db->ck_run) != 0)
+        return;
+    db->w_reset = 0;
+    (void)sqlite3_wal_checkpoint_v2(db->w, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+    pthread_mutex_unlock(&db->ck_run);
 }
 
 static void *ckpt_main(void *arg)
@@ -171,8 +220,10 @@ static void *ckpt_main(void *arg)
         db->ck_pending = 0;
         db->ck_seen = db->ck_commits;
         pthread_mutex_unlock(&db->ck_mu);
-        (void)run_checkpoint(db, NULL, NULL, 0);
+        int n_log = -1, n_ckpt = -1;
+        int rc = run_checkpoint(db, NULL, NULL, 0, &n_log, &n_ckpt);
         pthread_mutex_lock(&db->ck_mu);
+        after_pass(db, rc, n_log, n_ckpt);
     }
     pthread_mutex_unlock(&db->ck_mu);
     return NULL;
@@ -541,7 +592,7 @@ ERL_NIF_TERM aion_store_checkpoint(ErlNifEnv *env, int argc, const ERL_NIF_TERM 
         return out;
     int code = SQLITE_OK;
     char msg[256];
-    int rc = run_checkpoint(db, &code, msg, sizeof msg);
+    int rc = run_checkpoint(db, &code, msg, sizeof msg, NULL, NULL);
     out = rc == SQLITE_OK ? db->atoms.a_ok
                           : enif_make_tuple2(env, db->atoms.a_error,
                                              store_sqlite_reason(env, &db->atoms, code, msg));
