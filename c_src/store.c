@@ -26,11 +26,19 @@
 
 #include "store_int.h"
 
-#define SCHEMA_VERSION  2
+#define SCHEMA_VERSION  3
 #define CKPT_WAL_PAGES  8192 /* WAL size (pages) that wakes the checkpoint thread */
 #define WAL_SIZE_LIMIT  "67108864" /* journal_size_limit: WAL truncated to this on reset */
 #define WAL_TAIL_PAGES  512  /* a WAL tail the writer backfills itself (wal_hook) */
 #define CKPT_CATCH_UP   4    /* passes run back to back before the writer takes the rest */
+
+/* Read queries repeat the WHERE of these partial indexes word for word (SQLite uses a
+ * partial index only for a query whose WHERE contains that term): store_read.c. */
+#define STATUS_INDEXES \
+    "CREATE INDEX IF NOT EXISTS runs_open ON runs (status, started_at, run_id)" \
+    " WHERE status NOT IN " TERMINAL_SQL ";" \
+    "CREATE INDEX IF NOT EXISTS runs_closed ON runs (status, closed_at)" \
+    " WHERE status IN " TERMINAL_SQL ";"
 
 static const char SCHEMA_DDL[] =
     "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);"
@@ -41,7 +49,6 @@ static const char SCHEMA_DDL[] =
     " next_seq INTEGER NOT NULL DEFAULT 1, last_event INTEGER,"
     " create_seq INTEGER NOT NULL UNIQUE, parked_seq INTEGER);"
     "CREATE INDEX IF NOT EXISTS runs_workflow ON runs (workflow_id, create_seq);"
-    "CREATE INDEX IF NOT EXISTS runs_status ON runs (status, started_at, run_id);"
     "CREATE INDEX IF NOT EXISTS runs_started ON runs (started_at, run_id);"
     "CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY, run_id TEXT NOT NULL,"
     " seq INTEGER NOT NULL, type TEXT NOT NULL, recorded_at INTEGER NOT NULL,"
@@ -52,13 +59,25 @@ static const char SCHEMA_DDL[] =
     "CREATE TABLE IF NOT EXISTS activity_tasks (run_id TEXT NOT NULL,"
     " activity_id TEXT NOT NULL, attempt INTEGER NOT NULL, task_queue TEXT NOT NULL,"
     " data TEXT NOT NULL, PRIMARY KEY (run_id, activity_id)) WITHOUT ROWID;"
-    "INSERT INTO schema_version (version) SELECT 2"
+    STATUS_INDEXES
+    "INSERT INTO schema_version (version) SELECT 3"
     " WHERE NOT EXISTS (SELECT 1 FROM schema_version);";
 
-/* Upgrades a version-1 database in place (inside the same transaction as the check). */
+/* Upgrades a version-1 database in place (inside the same transaction as the check);
+ * it is then a version-2 one (MIGRATE_V2_V3 follows). */
 static const char MIGRATE_V1_V2[] =
     "ALTER TABLE runs ADD COLUMN parked_seq INTEGER;"
     "UPDATE schema_version SET version = 2;";
+
+/* Version 3: the status index of version 2, runs_status (status, started_at, run_id),
+ * moved an entry to a random page at every close. It is split: a partial index of the
+ * open runs (a close only deletes from it) and one of the closed runs by close time
+ * (entries append at the end of their status). Created last, in the same order as a
+ * new database's DDL, so both schemas read the same. */
+static const char MIGRATE_V2_V3[] =
+    "DROP INDEX IF EXISTS runs_status;"
+    STATUS_INDEXES
+    "UPDATE schema_version SET version = 3;";
 
 /* ------------------------------------------------------------------ shared helpers */
 
@@ -446,7 +465,9 @@ static int db_open_conns(ErlNifEnv *env, db_res *db, ERL_NIF_TERM *err)
             goto too_new;
         }
         if (rc == SQLITE_OK)
-            rc = exec_sql(db->w, found == 1 ? MIGRATE_V1_V2 : SCHEMA_DDL);
+            rc = exec_sql(db->w, found == 0 ? SCHEMA_DDL : found == 1 ? MIGRATE_V1_V2 : MIGRATE_V2_V3);
+        if (rc == SQLITE_OK && found == 1)
+            rc = exec_sql(db->w, MIGRATE_V2_V3);
         if (rc == SQLITE_OK)
             rc = exec_sql(db->w, "COMMIT");
         if (rc != SQLITE_OK) {
