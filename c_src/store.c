@@ -144,8 +144,12 @@ static int exec_sql(sqlite3 *c, const char *sql)
  * commits (each pass ends behind the frames committed during it), and the WAL then
  * grows without bound (700+ MB in a minute of timer fires, every frame a new file
  * block that the kernel zeroes). So once the thread's passes have caught up to within
- * WAL_TAIL_PAGES of the writer, it asks the writer (ck_reset) to backfill that tail
- * itself between two batches; the writer's next transaction restarts the WAL. */
+ * WAL_TAIL_PAGES of the writer (or does not gain on it, or after CKPT_CATCH_UP passes
+ * back to back), it hands the rest to the writer (ck_handoff; the next commit turns
+ * ck_reset into w_reset):
+ * the writer backfills the tail itself between two batches and its next transaction
+ * restarts the WAL. During the hand-off the WAL size does not wake the thread (a
+ * pass would hold ck_run and delay the writer); its periodic pass still runs. */
 static int wal_hook(void *arg, sqlite3 *c, const char *name, int pages)
 {
     db_res *db = arg;
@@ -156,7 +160,7 @@ static int wal_hook(void *arg, sqlite3 *c, const char *name, int pages)
         db->ck_reset = 0;
         db->w_reset = 1;
     }
-    if (pages >= CKPT_WAL_PAGES && !db->ck_pending) {
+    if (pages >= CKPT_WAL_PAGES && !db->ck_pending && !db->ck_handoff) {
         db->ck_pending = 1;
         pthread_cond_signal(&db->ck_cv);
     }
@@ -193,8 +197,15 @@ static void after_pass(db_res *db, int rc, int n_log, int n_ckpt)
     }
     uint64_t done = (uint64_t)n_ckpt;
     uint64_t tail = db->ck_wal_pages > done ? db->ck_wal_pages - done : 0;
-    if (tail <= WAL_TAIL_PAGES || db->ck_passes >= CKPT_CATCH_UP) {
+    /* what this pass had to copy: the previous pass's tail, or the whole WAL */
+    uint64_t before = db->ck_passes > 0 ? db->ck_tail : done;
+    db->ck_tail = tail;
+    if (tail == 0) { /* all backfilled: the next transaction restarts the WAL */
+        db->ck_passes = 0;
+    } else if (tail <= WAL_TAIL_PAGES || tail >= before || db->ck_passes >= CKPT_CATCH_UP) {
+        /* near the end, not gaining on the writer, or enough passes */
         db->ck_reset = 1;
+        db->ck_handoff = 1;
         db->ck_passes = 0;
     } else {
         db->ck_passes++;
@@ -203,15 +214,17 @@ static void after_pass(db_res *db, int rc, int n_log, int n_ckpt)
 }
 
 /* Writer thread, between batches: backfills the WAL's tail on the writer connection
- * (the checkpoint thread asked for it), so that the next transaction restarts the
- * WAL. Skipped while a checkpoint runs elsewhere (retried after the next batch). */
+ * (the checkpoint thread handed it over), so that the next transaction restarts the
+ * WAL. Waits for a checkpoint running elsewhere (a periodic pass or checkpoint/1). */
 void store_wal_finish(db_res *db)
 {
-    if (pthread_mutex_trylock(&db->ck_run) != 0)
-        return;
     db->w_reset = 0;
+    pthread_mutex_lock(&db->ck_run);
     (void)sqlite3_wal_checkpoint_v2(db->w, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
     pthread_mutex_unlock(&db->ck_run);
+    pthread_mutex_lock(&db->ck_mu);
+    db->ck_handoff = 0;
+    pthread_mutex_unlock(&db->ck_mu);
 }
 
 static void *ckpt_main(void *arg)

@@ -179,9 +179,11 @@ typedef struct {
     pthread_cond_t ck_cv;
     int ck_stop, ck_pending;
     int ck_reset;          /* the WAL is big and nearly all backfilled: the writer ends it */
+    int ck_handoff;        /* from ck_reset until the writer backfilled the tail */
     int ck_passes;         /* passes run back to back to catch up with the writer */
     uint64_t ck_commits, ck_seen;
     uint64_t ck_wal_pages; /* WAL frames after the latest commit */
+    uint64_t ck_tail;      /* frames left behind by the latest pass */
     int w_reset; /* writer thread only: checkpoint the tail before the next batch */
     int ck_started;
     ErlNifTid ck_tid;

@@ -498,6 +498,48 @@ checkpoint_runs_in_background_test_() ->
         end
     end}.
 
+%% Under appends that never pause (6 concurrent appenders keep the writer busy), the
+%% checkpoint thread alone never finds the whole WAL backfilled and the WAL grows with
+%% everything written (~315 MB here before the fix); the writer backfills the last
+%% frames itself once the thread caught up, so the WAL restarts: its largest size
+%% here was 49-58 MB. (With synchronous=normal a writer that never syncs can run
+%% ahead of the checkpoint's fsyncs, and a cycle grows up to ~2x further.)
+wal_bounded_under_steady_appends_test_() ->
+    {timeout, 120, fun() ->
+        Path = tmp_path("walsteady"),
+        try
+            {ok, S} = aion_store:open(Path, #{}),
+            Page = binary:copy(<<"x">>, 4000),
+            Self = self(),
+            Ws = [begin
+                      Id = <<"r", (integer_to_binary(I))/binary>>,
+                      ok = new_run(S, Id),
+                      spawn_link(fun() ->
+                                         [{ok, _} = aion_store:append(
+                                                      S, [#{run_id => Id,
+                                                            events => lists:duplicate(
+                                                                        16, {<<"e">>, 1, Page})}])
+                                          || _ <- lists:seq(1, 800)],
+                                         Self ! {done, self()}
+                                 end)
+                  end || I <- lists:seq(1, 6)],
+            Max = wal_max(Path ++ "-wal", Ws, 0),
+            ok = aion_store:close(S),
+            ?assert(Max < 150000000, Max)
+        after
+            rm_db(Path)
+        end
+    end}.
+
+wal_max(_Wal, [], Max) ->
+    Max;
+wal_max(Wal, Ws, Max) ->
+    M = max(Max, filelib:file_size(Wal)),
+    receive
+        {done, W} -> wal_max(Wal, lists:delete(W, Ws), M)
+    after 5 -> wal_max(Wal, Ws, M)
+    end.
+
 wait_until(Fun, Ms) ->
     Deadline = erlang:monotonic_time(millisecond) + Ms,
     wait_until_(Fun, Deadline).
