@@ -26,9 +26,19 @@
 
 #include "store_int.h"
 
-#define SCHEMA_VERSION  2
+#define SCHEMA_VERSION  3
 #define CKPT_WAL_PAGES  8192 /* WAL size (pages) that wakes the checkpoint thread */
 #define WAL_SIZE_LIMIT  "67108864" /* journal_size_limit: WAL truncated to this on reset */
+#define WAL_TAIL_PAGES  512  /* a WAL tail the writer backfills itself (wal_hook) */
+#define CKPT_CATCH_UP   4    /* passes run back to back before the writer takes the rest */
+
+/* Read queries repeat the WHERE of these partial indexes word for word (SQLite uses a
+ * partial index only for a query whose WHERE contains that term): store_read.c. */
+#define STATUS_INDEXES \
+    "CREATE INDEX IF NOT EXISTS runs_open ON runs (status, started_at, run_id)" \
+    " WHERE status NOT IN " TERMINAL_SQL ";" \
+    "CREATE INDEX IF NOT EXISTS runs_closed ON runs (status, closed_at)" \
+    " WHERE status IN " TERMINAL_SQL ";"
 
 static const char SCHEMA_DDL[] =
     "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);"
@@ -39,7 +49,6 @@ static const char SCHEMA_DDL[] =
     " next_seq INTEGER NOT NULL DEFAULT 1, last_event INTEGER,"
     " create_seq INTEGER NOT NULL UNIQUE, parked_seq INTEGER);"
     "CREATE INDEX IF NOT EXISTS runs_workflow ON runs (workflow_id, create_seq);"
-    "CREATE INDEX IF NOT EXISTS runs_status ON runs (status, started_at, run_id);"
     "CREATE INDEX IF NOT EXISTS runs_started ON runs (started_at, run_id);"
     "CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY, run_id TEXT NOT NULL,"
     " seq INTEGER NOT NULL, type TEXT NOT NULL, recorded_at INTEGER NOT NULL,"
@@ -50,13 +59,25 @@ static const char SCHEMA_DDL[] =
     "CREATE TABLE IF NOT EXISTS activity_tasks (run_id TEXT NOT NULL,"
     " activity_id TEXT NOT NULL, attempt INTEGER NOT NULL, task_queue TEXT NOT NULL,"
     " data TEXT NOT NULL, PRIMARY KEY (run_id, activity_id)) WITHOUT ROWID;"
-    "INSERT INTO schema_version (version) SELECT 2"
+    STATUS_INDEXES
+    "INSERT INTO schema_version (version) SELECT 3"
     " WHERE NOT EXISTS (SELECT 1 FROM schema_version);";
 
-/* Upgrades a version-1 database in place (inside the same transaction as the check). */
+/* Upgrades a version-1 database in place (inside the same transaction as the check);
+ * it is then a version-2 one (MIGRATE_V2_V3 follows). */
 static const char MIGRATE_V1_V2[] =
     "ALTER TABLE runs ADD COLUMN parked_seq INTEGER;"
     "UPDATE schema_version SET version = 2;";
+
+/* Version 3: the status index of version 2, runs_status (status, started_at, run_id),
+ * moved an entry to a random page at every close. It is split: a partial index of the
+ * open runs (a close only deletes from it) and one of the closed runs by close time
+ * (entries append at the end of their status). Created last, in the same order as a
+ * new database's DDL, so both schemas read the same. */
+static const char MIGRATE_V2_V3[] =
+    "DROP INDEX IF EXISTS runs_status;"
+    STATUS_INDEXES
+    "UPDATE schema_version SET version = 3;";
 
 /* ------------------------------------------------------------------ shared helpers */
 
@@ -115,13 +136,31 @@ static int exec_sql(sqlite3 *c, const char *sql)
 /* ------------------------------------------------------------------ checkpoints */
 
 /* Called on the writer thread after each commit: counts, and wakes the checkpoint
- * thread when the WAL grew past the threshold. Replaces SQLite's auto-checkpoint. */
+ * thread when the WAL grew past the threshold. Replaces SQLite's auto-checkpoint.
+ *
+ * Ending the WAL: SQLite rewrites the WAL from its start (in place: no new file blocks,
+ * a small WAL index) only if the whole WAL is backfilled when the writer begins a
+ * transaction. A checkpoint thread alone never gets there under a steady stream of
+ * commits (each pass ends behind the frames committed during it), and the WAL then
+ * grows without bound (700+ MB in a minute of timer fires, every frame a new file
+ * block that the kernel zeroes). So once the thread's passes have caught up to within
+ * WAL_TAIL_PAGES of the writer (or does not gain on it, or after CKPT_CATCH_UP passes
+ * back to back), it hands the rest to the writer (ck_handoff; the next commit turns
+ * ck_reset into w_reset):
+ * the writer backfills the tail itself between two batches and its next transaction
+ * restarts the WAL. During the hand-off the WAL size does not wake the thread (a
+ * pass would hold ck_run and delay the writer); its periodic pass still runs. */
 static int wal_hook(void *arg, sqlite3 *c, const char *name, int pages)
 {
     db_res *db = arg;
     pthread_mutex_lock(&db->ck_mu);
     db->ck_commits++;
-    if (pages >= CKPT_WAL_PAGES && !db->ck_pending) {
+    db->ck_wal_pages = pages > 0 ? (uint64_t)pages : 0;
+    if (db->ck_reset) {
+        db->ck_reset = 0;
+        db->w_reset = 1;
+    }
+    if (pages >= CKPT_WAL_PAGES && !db->ck_pending && !db->ck_handoff) {
         db->ck_pending = 1;
         pthread_cond_signal(&db->ck_cv);
     }
@@ -129,10 +168,11 @@ static int wal_hook(void *arg, sqlite3 *c, const char *name, int pages)
     return SQLITE_OK;
 }
 
-static int run_checkpoint(db_res *db, int *code, char *msg, size_t msg_sz)
+static int run_checkpoint(db_res *db, int *code, char *msg, size_t msg_sz, int *n_log,
+                          int *n_ckpt)
 {
     pthread_mutex_lock(&db->ck_run);
-    int rc = sqlite3_wal_checkpoint_v2(db->ck, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+    int rc = sqlite3_wal_checkpoint_v2(db->ck, NULL, SQLITE_CHECKPOINT_PASSIVE, n_log, n_ckpt);
     if (rc != SQLITE_OK && code != NULL) {
         *code = sqlite3_extended_errcode(db->ck);
         const char *m = sqlite3_errmsg(db->ck);
@@ -144,6 +184,47 @@ static int run_checkpoint(db_res *db, int *code, char *msg, size_t msg_sz)
     }
     pthread_mutex_unlock(&db->ck_run);
     return rc;
+}
+
+/* Called by the checkpoint thread (holding ck_mu) after a pass that backfilled the
+ * WAL up to frame n_ckpt: decides whether the writer ends the WAL, another pass
+ * runs at once, or the thread waits. */
+static void after_pass(db_res *db, int rc, int n_log, int n_ckpt)
+{
+    if (rc != SQLITE_OK || n_log < CKPT_WAL_PAGES || n_ckpt < 0) {
+        db->ck_passes = 0;
+        return;
+    }
+    uint64_t done = (uint64_t)n_ckpt;
+    uint64_t tail = db->ck_wal_pages > done ? db->ck_wal_pages - done : 0;
+    /* what this pass had to copy: the previous pass's tail, or the whole WAL */
+    uint64_t before = db->ck_passes > 0 ? db->ck_tail : done;
+    db->ck_tail = tail;
+    if (tail == 0) { /* all backfilled: the next transaction restarts the WAL */
+        db->ck_passes = 0;
+    } else if (tail <= WAL_TAIL_PAGES || tail >= before || db->ck_passes >= CKPT_CATCH_UP) {
+        /* near the end, not gaining on the writer, or enough passes */
+        db->ck_reset = 1;
+        db->ck_handoff = 1;
+        db->ck_passes = 0;
+    } else {
+        db->ck_passes++;
+        db->ck_pending = 1;
+    }
+}
+
+/* Writer thread, between batches: backfills the WAL's tail on the writer connection
+ * (the checkpoint thread handed it over), so that the next transaction restarts the
+ * WAL. Waits for a checkpoint running elsewhere (a periodic pass or checkpoint/1). */
+void store_wal_finish(db_res *db)
+{
+    db->w_reset = 0;
+    pthread_mutex_lock(&db->ck_run);
+    (void)sqlite3_wal_checkpoint_v2(db->w, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+    pthread_mutex_unlock(&db->ck_run);
+    pthread_mutex_lock(&db->ck_mu);
+    db->ck_handoff = 0;
+    pthread_mutex_unlock(&db->ck_mu);
 }
 
 static void *ckpt_main(void *arg)
@@ -171,8 +252,10 @@ static void *ckpt_main(void *arg)
         db->ck_pending = 0;
         db->ck_seen = db->ck_commits;
         pthread_mutex_unlock(&db->ck_mu);
-        (void)run_checkpoint(db, NULL, NULL, 0);
+        int n_log = -1, n_ckpt = -1;
+        int rc = run_checkpoint(db, NULL, NULL, 0, &n_log, &n_ckpt);
         pthread_mutex_lock(&db->ck_mu);
+        after_pass(db, rc, n_log, n_ckpt);
     }
     pthread_mutex_unlock(&db->ck_mu);
     return NULL;
@@ -395,7 +478,9 @@ static int db_open_conns(ErlNifEnv *env, db_res *db, ERL_NIF_TERM *err)
             goto too_new;
         }
         if (rc == SQLITE_OK)
-            rc = exec_sql(db->w, found == 1 ? MIGRATE_V1_V2 : SCHEMA_DDL);
+            rc = exec_sql(db->w, found == 0 ? SCHEMA_DDL : found == 1 ? MIGRATE_V1_V2 : MIGRATE_V2_V3);
+        if (rc == SQLITE_OK && found == 1)
+            rc = exec_sql(db->w, MIGRATE_V2_V3);
         if (rc == SQLITE_OK)
             rc = exec_sql(db->w, "COMMIT");
         if (rc != SQLITE_OK) {
@@ -541,7 +626,7 @@ ERL_NIF_TERM aion_store_checkpoint(ErlNifEnv *env, int argc, const ERL_NIF_TERM 
         return out;
     int code = SQLITE_OK;
     char msg[256];
-    int rc = run_checkpoint(db, &code, msg, sizeof msg);
+    int rc = run_checkpoint(db, &code, msg, sizeof msg, NULL, NULL);
     out = rc == SQLITE_OK ? db->atoms.a_ok
                           : enif_make_tuple2(env, db->atoms.a_error,
                                              store_sqlite_reason(env, &db->atoms, code, msg));

@@ -178,7 +178,13 @@ typedef struct {
     pthread_mutex_t ck_mu; /* guards the ck_ fields below */
     pthread_cond_t ck_cv;
     int ck_stop, ck_pending;
+    int ck_reset;          /* the WAL is big and nearly all backfilled: the writer ends it */
+    int ck_handoff;        /* from ck_reset until the writer backfilled the tail */
+    int ck_passes;         /* passes run back to back to catch up with the writer */
     uint64_t ck_commits, ck_seen;
+    uint64_t ck_wal_pages; /* WAL frames after the latest commit */
+    uint64_t ck_tail;      /* frames left behind by the latest pass */
+    int w_reset; /* writer thread only: checkpoint the tail before the next batch */
     int ck_started;
     ErlNifTid ck_tid;
 } db_res;
@@ -195,6 +201,8 @@ ERL_NIF_TERM store_conn_error(ErlNifEnv *env, const store_atoms *a, sqlite3 *c, 
 int store_bind_bytes(sqlite3_stmt *st, int i, bytes_t b);
 /* A column as a term: NULL -> null, integers, text/blob -> binary. */
 ERL_NIF_TERM store_col_term(ErlNifEnv *env, const store_atoms *a, sqlite3_stmt *st, int i);
+/* Writer thread: backfills the WAL's tail so the next transaction restarts it. */
+void store_wal_finish(db_res *db);
 /* The db resource of a term, or NULL. */
 db_res *store_get_db(ErlNifEnv *env, ERL_NIF_TERM t);
 

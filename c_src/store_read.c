@@ -22,12 +22,12 @@ static const char *const R_SQL[R_COUNT] = {
                     " WHERE run_id = ?1 ORDER BY activity_id",
     [R_TASKS_ALL] = "SELECT run_id, activity_id, attempt, task_queue, data FROM activity_tasks"
                     " ORDER BY run_id, activity_id",
-    /* Seeks the three statuses in runs_status (terminal runs are skipped) and reads
-     * each of their rows; no index covers parked_seq or next_seq, since one on
-     * next_seq would cost every append an index update (docs/internals/store.md). */
-    [R_RESUME] = "SELECT " RUN_COLS " FROM runs WHERE status = 'stuck'"
-                 " OR (status IN ('running', 'paused')"
-                 " AND (parked_seq IS NULL OR parked_seq <> next_seq - 1))"
+    /* Seeks the three statuses in runs_open (the partial index of open runs; its
+     * WHERE is repeated so that SQLite may use it) and reads each of their rows; no index covers parked_seq or next_seq, since one on next_seq would cost
+     * every append an index update (docs/internals/store.md). */
+    [R_RESUME] = "SELECT " RUN_COLS " FROM runs WHERE status IN ('stuck', 'running', 'paused')"
+                 " AND status NOT IN " TERMINAL_SQL
+                 " AND (status = 'stuck' OR parked_seq IS NULL OR parked_seq <> next_seq - 1)"
                  " ORDER BY started_at, run_id",
 };
 
@@ -450,35 +450,59 @@ static void q_cond(query_b *q, const char *cond)
     sb_add(&q->sql, cond);
 }
 
-/* Adds "status IN (?, ...)" for a binary or a list of binaries. */
-static int q_status(ErlNifEnv *env, query_b *q, ERL_NIF_TERM v)
+static int is_terminal(const bindv *b)
+{
+    static const char *const names[] = {"completed", "failed",     "cancelled",
+                                        "terminated", "timed_out", "continued_as_new"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (b->b.n == strlen(names[i]) && memcmp(b->b.p, names[i], b->b.n) == 0)
+            return 1;
+    return 0;
+}
+
+/* Adds "status IN (?, ...)" for a binary or a list of binaries. When every status
+ * asked for is open, the WHERE of the partial index runs_open is added too (SQLite
+ * only uses a partial index for a query that repeats its WHERE); when every one is
+ * closed, a count adds that of runs_closed (a list walks runs_started in its order). */
+static int q_status(ErlNifEnv *env, query_b *q, ERL_NIF_TERM v, int kind)
 {
     ERL_NIF_TERM h;
     unsigned n;
+    int first = q->nb;
     if (!enif_get_list_length(env, v, &n)) {
         if (!arg_bin(env, v, &q->binds[q->nb]))
             return 0;
         q->nb++;
         q_cond(q, "status = ?");
-        return 1;
-    }
-    if (n == 0) {
+    } else if (n == 0) {
         q_cond(q, "0");
         return 1;
+    } else {
+        q_cond(q, "status IN (?");
+        for (unsigned i = 0; i < n; i++) {
+            if (!enif_get_list_cell(env, v, &h, &v) || !arg_bin(env, h, &q->binds[q->nb++]))
+                return 0;
+            if (i > 0)
+                sb_add(&q->sql, ", ?");
+        }
+        sb_add(&q->sql, ")");
     }
-    q_cond(q, "status IN (?");
-    for (unsigned i = 0; i < n; i++) {
-        if (!enif_get_list_cell(env, v, &h, &v) || !arg_bin(env, h, &q->binds[q->nb++]))
-            return 0;
-        if (i > 0)
-            sb_add(&q->sql, ", ?");
+    int open = 0, closed = 0;
+    for (int i = first; i < q->nb; i++) {
+        if (is_terminal(&q->binds[i]))
+            closed++;
+        else
+            open++;
     }
-    sb_add(&q->sql, ")");
+    if (closed == 0)
+        q_cond(q, "status NOT IN " TERMINAL_SQL);
+    else if (open == 0 && kind == 1)
+        q_cond(q, "status IN " TERMINAL_SQL);
     return 1;
 }
 
 /* Builds the WHERE clause of a list/count filter map; returns 0 on a bad filter. */
-static int q_filter(ErlNifEnv *env, const store_atoms *a, query_b *q, ERL_NIF_TERM m)
+static int q_filter(ErlNifEnv *env, const store_atoms *a, query_b *q, ERL_NIF_TERM m, int kind)
 {
     static const struct {
         int bin;
@@ -528,7 +552,7 @@ static int q_filter(ErlNifEnv *env, const store_atoms *a, query_b *q, ERL_NIF_TE
             q->binds = nbinds;
             q->cap += (int)n;
         }
-        if (!q_status(env, q, v))
+        if (!q_status(env, q, v, kind))
             return 0;
     }
     return known == size;
@@ -559,9 +583,9 @@ static ERL_NIF_TERM run_query(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[
                 q.cap = (int)n + 1;
             }
         }
-        ok = ok && q_status(env, &q, argv[1]);
+        ok = ok && q_status(env, &q, argv[1], kind);
     } else if (ok) {
-        ok = enif_is_map(env, argv[1]) && q_filter(env, a, &q, argv[1]);
+        ok = enif_is_map(env, argv[1]) && q_filter(env, a, &q, argv[1], kind);
     }
     if (kind != 1)
         sb_add(&q.sql, " ORDER BY started_at, run_id LIMIT ?");

@@ -750,6 +750,11 @@ void *store_writer_main(void *arg)
             enif_cond_signal(db->r_cv);
             done = NULL;
         }
+        if (db->w_reset) { /* replies handed over first: nobody waits for this */
+            enif_mutex_unlock(db->mu);
+            store_wal_finish(db);
+            enif_mutex_lock(db->mu);
+        }
         while (db->q_head == NULL && db->state == ST_OPEN)
             enif_cond_wait(db->q_cv, db->mu);
         req_t *batch = db->q_head;

@@ -498,6 +498,48 @@ checkpoint_runs_in_background_test_() ->
         end
     end}.
 
+%% Under appends that never pause (6 concurrent appenders keep the writer busy), the
+%% checkpoint thread alone never finds the whole WAL backfilled and the WAL grows with
+%% everything written (~315 MB here before the fix); the writer backfills the last
+%% frames itself once the thread caught up, so the WAL restarts: its largest size
+%% here was 49-58 MB. (With synchronous=normal a writer that never syncs can run
+%% ahead of the checkpoint's fsyncs, and a cycle grows up to ~2x further.)
+wal_bounded_under_steady_appends_test_() ->
+    {timeout, 120, fun() ->
+        Path = tmp_path("walsteady"),
+        try
+            {ok, S} = aion_store:open(Path, #{}),
+            Page = binary:copy(<<"x">>, 4000),
+            Self = self(),
+            Ws = [begin
+                      Id = <<"r", (integer_to_binary(I))/binary>>,
+                      ok = new_run(S, Id),
+                      spawn_link(fun() ->
+                                         [{ok, _} = aion_store:append(
+                                                      S, [#{run_id => Id,
+                                                            events => lists:duplicate(
+                                                                        16, {<<"e">>, 1, Page})}])
+                                          || _ <- lists:seq(1, 800)],
+                                         Self ! {done, self()}
+                                 end)
+                  end || I <- lists:seq(1, 6)],
+            Max = wal_max(Path ++ "-wal", Ws, 0),
+            ok = aion_store:close(S),
+            ?assert(Max < 150000000, Max)
+        after
+            rm_db(Path)
+        end
+    end}.
+
+wal_max(_Wal, [], Max) ->
+    Max;
+wal_max(Wal, Ws, Max) ->
+    M = max(Max, filelib:file_size(Wal)),
+    receive
+        {done, W} -> wal_max(Wal, lists:delete(W, Ws), M)
+    after 5 -> wal_max(Wal, Ws, M)
+    end.
+
 wait_until(Fun, Ms) ->
     Deadline = erlang:monotonic_time(millisecond) + Ms,
     wait_until_(Fun, Deadline).
@@ -686,9 +728,9 @@ schema_too_new_test() ->
         {ok, S} = aion_store:open(Path, #{}),
         ok = aion_store:close(S),
         "" = os:cmd("/usr/bin/sqlite3 " ++ Path ++ " 'UPDATE schema_version SET version = 99'"),
-        ?assertEqual({error, {schema_too_new, 99, 2}}, aion_store:open(Path, #{})),
+        ?assertEqual({error, {schema_too_new, 99, 3}}, aion_store:open(Path, #{})),
         ?assertEqual("99\n", os:cmd("/usr/bin/sqlite3 " ++ Path ++ " 'SELECT version FROM schema_version'")),
-        "" = os:cmd("/usr/bin/sqlite3 " ++ Path ++ " 'UPDATE schema_version SET version = 2'"),
+        "" = os:cmd("/usr/bin/sqlite3 " ++ Path ++ " 'UPDATE schema_version SET version = 3'"),
         {ok, S2} = aion_store:open(Path, #{}),
         ok = aion_store:close(S2)
     after
@@ -998,7 +1040,7 @@ migrate_v1_test() ->
         ?assertEqual([], resume_ids(S)),
         ?assertEqual([1, 2], seqs(S, <<"old">>)),
         ok = aion_store:close(S),
-        ?assertEqual("2\n", sqlite_cli(Path, "SELECT version FROM schema_version;")),
+        ?assertEqual("3\n", sqlite_cli(Path, "SELECT version FROM schema_version;")),
         %% the migrated schema is the one a new database gets
         {ok, S2} = aion_store:open(Fresh, #{}),
         ok = aion_store:close(S2),
@@ -1008,10 +1050,79 @@ migrate_v1_test() ->
         {ok, S3} = aion_store:open(Path, #{}),
         ?assertMatch({ok, #{parked_seq := 2}}, aion_store:get_run(S3, <<"old">>)),
         ok = aion_store:close(S3),
-        ?assertEqual("2\n", sqlite_cli(Path, "SELECT version FROM schema_version;"))
+        ?assertEqual("3\n", sqlite_cli(Path, "SELECT version FROM schema_version;"))
     after
         rm_db(Path),
         rm_db(Fresh)
+    end.
+
+%% A version-2 file (v1 + parked_seq, with the runs_status index) with runs of open and
+%% closed statuses: after the upgrade, queries by status give what they gave, through
+%% the new partial indexes, and the schema is the one a new database gets.
+v2_ddl() ->
+    v1_ddl() ++
+        "ALTER TABLE runs ADD COLUMN parked_seq INTEGER;"
+        "UPDATE schema_version SET version = 2;"
+        "INSERT INTO runs (run_id, workflow_id, type, status, started_at, closed_at, next_seq,"
+        " create_seq) VALUES ('done', 'w-done', 'wf', 'completed', 3, 9, 1, 2),"
+        " ('bad', 'w-bad', 'wf', 'failed', 4, 8, 1, 3),"
+        " ('park', 'w-park', 'wf', 'paused', 6, NULL, 1, 4);".
+
+migrate_v2_test() ->
+    Path = tmp_path("v2"),
+    Fresh = tmp_path("v3"),
+    try
+        "" = sqlite_cli(Path, v2_ddl()),
+        {ok, S} = aion_store:open(Path, #{}),
+        Ids = fun({ok, Runs}) -> [Id || #{run_id := Id} <- Runs] end,
+        ?assertEqual([<<"old">>, <<"park">>],
+                     Ids(aion_store:runs_by_status(S, [<<"running">>, <<"paused">>]))),
+        ?assertEqual([<<"done">>, <<"bad">>],
+                     Ids(aion_store:list(S, #{status => [<<"completed">>, <<"failed">>]}))),
+        ?assertEqual([<<"bad">>, <<"old">>],
+                     Ids(aion_store:list(S, #{status => [<<"failed">>, <<"running">>]}))),
+        ?assertEqual({ok, 1}, aion_store:count(S, #{status => <<"completed">>})),
+        ?assertEqual({ok, 2}, aion_store:count(S, #{status => [<<"completed">>, <<"failed">>]})),
+        ?assertEqual({ok, 1}, aion_store:count(S, #{status => <<"completed">>,
+                                                    closed_after => 8})),
+        ?assertEqual({ok, 2}, aion_store:count(S, #{status => [<<"paused">>, <<"running">>]})),
+        ?assertEqual([<<"old">>, <<"park">>], resume_ids(S)),
+        %% a close moves the run from the open index to the closed one
+        {ok, [[2]]} = aion_store:append(S, [#{run_id => <<"old">>, events => [ev(2)],
+                                              set => #{status => <<"completed">>,
+                                                       closed_at => 10}}]),
+        ?assertEqual({ok, 2}, aion_store:count(S, #{status => <<"completed">>})),
+        ?assertEqual([<<"park">>], resume_ids(S)),
+        ok = aion_store:close(S),
+        ?assertEqual("3\n", sqlite_cli(Path, "SELECT version FROM schema_version;")),
+        {ok, S2} = aion_store:open(Fresh, #{}),
+        ok = aion_store:close(S2),
+        Norm = fun(P) -> re:replace(sqlite_cli(P, ".schema"), "\\s+", "", [global, {return, list}]) end,
+        ?assertEqual(Norm(Fresh), Norm(Path))
+    after
+        rm_db(Path),
+        rm_db(Fresh)
+    end.
+
+%% The queries by status use the partial indexes (their WHERE is repeated word for
+%% word): an open-status query never reads closed runs, a count of closed ones is
+%% answered from runs_closed.
+status_query_plans_test() ->
+    Path = tmp_path("plans"),
+    try
+        {ok, S} = aion_store:open(Path, #{}),
+        ok = aion_store:close(S),
+        T = "('completed','failed','cancelled','terminated','timed_out','continued_as_new')",
+        Plan = fun(Q) -> sqlite_cli(Path, "EXPLAIN QUERY PLAN " ++ Q ++ ";") end,
+        ?assertMatch({match, _}, re:run(Plan("SELECT * FROM runs WHERE status IN"
+                                             " ('stuck', 'running', 'paused') AND status NOT IN "
+                                             ++ T ++ " ORDER BY started_at, run_id"),
+                                        "USING INDEX runs_open")),
+        ?assertMatch({match, _}, re:run(Plan("SELECT count(*) FROM runs WHERE status = 'failed'"
+                                             " AND status IN " ++ T),
+                                        "COVERING INDEX runs_closed"))
+    after
+        rm_db(Path)
     end.
 
 %% A failed migration leaves the version-1 database as it was: a v1 file whose runs
