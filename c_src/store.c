@@ -451,6 +451,16 @@ static int db_open_conns(ErlNifEnv *env, db_res *db, ERL_NIF_TERM *err)
         goto sql_fail;
     if (found > SCHEMA_VERSION)
         goto too_new;
+    if (found == 0) {
+        /* A new file (no schema yet): the page size must be set before the first
+         * write and cannot change later in WAL mode. Small pages cut what a commit
+         * of scattered single-row updates writes (bench/RESULTS.md, "page size"). */
+        char pragma[40];
+        snprintf(pragma, sizeof pragma, "PRAGMA page_size=%d", db->page_size);
+        rc = exec_sql(db->w, pragma);
+        if (rc != SQLITE_OK)
+            goto sql_fail;
+    }
     rc = sqlite3_prepare_v2(db->w, "PRAGMA journal_mode=WAL", -1, &st, NULL);
     if (rc != SQLITE_OK)
         goto sql_fail;
@@ -520,13 +530,14 @@ db_res *store_get_db(ErlNifEnv *env, ERL_NIF_TERM t)
     return db;
 }
 
-/* store_open(Path :: binary(), Sync :: full | normal, BusyTimeoutMs, CheckpointIntervalMs) */
+/* store_open(Path :: binary(), Sync :: full | normal, BusyTimeoutMs, CheckpointIntervalMs,
+ *            PageSize :: 512..65536, a power of two; used only for a new file) */
 ERL_NIF_TERM aion_store_open(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
 {
     struct aion_store_priv *priv = aion_priv_of(env)->store;
     const store_atoms *a = &priv->atoms;
     ErlNifBinary path;
-    int sync_full, busy, ckpt;
+    int sync_full, busy, ckpt, page;
     if (!enif_inspect_binary(env, argv[0], &path) || path.size == 0 ||
         memchr(path.data, 0, path.size) != NULL)
         return enif_make_badarg(env);
@@ -537,7 +548,8 @@ ERL_NIF_TERM aion_store_open(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]
     else
         return enif_make_badarg(env);
     if (!enif_get_int(env, argv[2], &busy) || busy < 0 || !enif_get_int(env, argv[3], &ckpt) ||
-        ckpt < 1)
+        ckpt < 1 || !enif_get_int(env, argv[4], &page) || page < 512 || page > 65536 ||
+        (page & (page - 1)) != 0)
         return enif_make_badarg(env);
 
     db_res *db = enif_alloc_resource(priv->db_type, sizeof *db);
@@ -548,6 +560,7 @@ ERL_NIF_TERM aion_store_open(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]
     db->sync_full = sync_full;
     db->busy_ms = busy;
     db->ckpt_ms = ckpt;
+    db->page_size = page;
     db->state = ST_CLOSED; /* until the threads run: the destructor then only frees */
     db->path = enif_alloc(path.size + 1);
     if (db->path == NULL || !sync_init(db)) {

@@ -28,7 +28,7 @@ ERL_NIF_TERM aion_store_runs_to_resume(ErlNifEnv *env, int argc, const ERL_NIF_T
  * on a dirty IO scheduler; store_append only parses, copies and enqueues (the
  * writer thread does the SQLite work) so it runs on a normal scheduler. */
 #define AION_STORE_NIFS                                                                     \
-    {"store_open", 4, aion_store_open, ERL_NIF_DIRTY_JOB_IO_BOUND},         /* dirty IO */  \
+    {"store_open", 5, aion_store_open, ERL_NIF_DIRTY_JOB_IO_BOUND},         /* dirty IO */  \
     {"store_close", 1, aion_store_close, ERL_NIF_DIRTY_JOB_IO_BOUND},       /* dirty IO */  \
     {"store_append", 3, aion_store_append, 0},                              /* normal */    \
     {"store_history", 3, aion_store_history, ERL_NIF_DIRTY_JOB_IO_BOUND},   /* dirty IO */  \

@@ -151,6 +151,7 @@ typedef struct {
     store_atoms atoms; /* a copy: the threads have no env to reach the priv data */
     char *path;
     int sync_full, busy_ms, ckpt_ms;
+    int page_size;           /* bytes; applied when the file has no schema yet */
 
     ErlNifMutex *mu;      /* guards state, queue, active, pool */
     ErlNifCond *q_cv;     /* the writer waits for requests or close */

@@ -22,7 +22,9 @@
 %%     the bound is soft).</li>
 %% <li>`max_rehydrations' (pos_integer) [64]: suspended runs replaying at once;
 %%     further arrivals for suspended runs queue.</li>
-%% <li>`busy_timeout' (ms) [50], `checkpoint_interval' (ms): passed to the store.</li>
+%% <li>`busy_timeout' (ms) [50], `checkpoint_interval' (ms), `page_size' (bytes, a
+%%     power of two from 512 to 65536) [1024; used only when the database file is
+%%     created]: passed to the store.</li>
 %% <li>`timer_horizon' (ms) [60000], `timer_rescan_interval' (ms) [10000],
 %%     `timer_scan_limit' (pos_integer) [50000]: tunables of the timer service.</li>
 %% <li>`confirm_initial_backoff', `confirm_max_backoff' (ms) [10, 1000]: how the
@@ -136,6 +138,7 @@ valid(max_resident, N) -> N =:= infinity orelse (is_integer(N) andalso N > 0);
 valid(max_rehydrations, N) -> is_integer(N) andalso N > 0;
 valid(busy_timeout, T) -> is_integer(T) andalso T >= 0;
 valid(checkpoint_interval, T) -> is_integer(T) andalso T > 0;
+valid(page_size, P) -> is_integer(P) andalso P >= 512 andalso P =< 65536 andalso P band (P - 1) =:= 0;
 valid(timer_horizon, T) -> is_integer(T) andalso T > 0;
 valid(timer_rescan_interval, T) -> is_integer(T) andalso T > 0;
 valid(timer_scan_limit, T) -> is_integer(T) andalso T > 0;

@@ -10,11 +10,11 @@
 
 %% store section (c_src/store.c): Erlang wants every attribute before the first
 %% function, so the section's attributes live here and its stubs below.
--export([store_open/4, store_close/1, store_append/3, store_history/3, store_get_run/2,
+-export([store_open/5, store_close/1, store_append/3, store_history/3, store_get_run/2,
          store_current_run/2, store_runs_by_status/2, store_list/2, store_count/2,
          store_due_timers/3, store_activity_tasks/2, store_checkpoint/1,
          store_runs_to_resume/1]).
--nifs([store_open/4, store_close/1, store_append/3, store_history/3, store_get_run/2,
+-nifs([store_open/5, store_close/1, store_append/3, store_history/3, store_get_run/2,
        store_current_run/2, store_runs_by_status/2, store_list/2, store_count/2,
        store_due_timers/3, store_activity_tasks/2, store_checkpoint/1,
        store_runs_to_resume/1]).
@@ -69,10 +69,13 @@ build_info() -> ?NOT_LOADED.
 
 %% @doc Opens (creating if needed) the database at `Path' with `synchronous' mode `Sync',
 %% SQLite busy timeout `BusyMs' (milliseconds) and background checkpoint interval
-%% `CheckpointMs' (milliseconds). Starts the writer and checkpoint threads.
+%% `CheckpointMs' (milliseconds); a new file gets pages of `PageSize' bytes (512 to
+%% 65536, a power of two; an existing file keeps its own). Starts the writer and
+%% checkpoint threads.
 -spec store_open(Path :: binary(), Sync :: full | normal, BusyMs :: non_neg_integer(),
-                 CheckpointMs :: pos_integer()) -> {ok, reference()} | {error, term()}.
-store_open(_Path, _Sync, _BusyMs, _CheckpointMs) -> ?NOT_LOADED.
+                 CheckpointMs :: pos_integer(), PageSize :: pos_integer()) ->
+          {ok, reference()} | {error, term()}.
+store_open(_Path, _Sync, _BusyMs, _CheckpointMs, _PageSize) -> ?NOT_LOADED.
 
 %% @doc Drains the writer queue, stops the threads and closes the connections.
 -spec store_close(reference()) -> ok.

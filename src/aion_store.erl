@@ -24,7 +24,8 @@
 -type store() :: {module(), term()}.
 -type open_opts() :: #{synchronous => full | normal,
                        busy_timeout => non_neg_integer(),
-                       checkpoint_interval => pos_integer()}.
+                       checkpoint_interval => pos_integer(),
+                       page_size => 512..65536}.
 -type event_in() :: {Type :: binary(), RecordedAt :: integer(), Data :: iodata()}.
 -type create() :: #{workflow_id := binary(), type := binary(), status := binary(),
                     started_at := integer(), parent => binary() | null,
@@ -99,7 +100,9 @@
 %% @doc Opens (creating it if needed) the SQLite store at `Path'. Options:
 %% `synchronous' (`full' | `normal', default `full'), `busy_timeout' (milliseconds,
 %% default 50), `checkpoint_interval' (milliseconds between background WAL
-%% checkpoints, default 1000). Returns `{error, {schema_too_new, Found, Supported}}'
+%% checkpoints, default 1000), `page_size' (bytes per database page of a new file: a
+%% power of two from 512 to 65536, default 1024; an existing file keeps the page size
+%% it was created with). Returns `{error, {schema_too_new, Found, Supported}}'
 %% for a database written by a newer aion, `{error, {sqlite, Code, Message}}' when
 %% SQLite cannot open it; raises `badarg' for bad options.
 -spec open(file:filename_all(), open_opts()) -> {ok, store()} | {error, term()}.

@@ -20,7 +20,7 @@ start_link(#{name := Name} = Opts) ->
 -spec init(map()) -> {ok, aion_ctx:ctx()} | {stop, term()}.
 init(#{name := Name, db_path := Path} = Opts) ->
     process_flag(trap_exit, true),
-    StoreOpts = maps:with([synchronous, busy_timeout, checkpoint_interval], Opts),
+    StoreOpts = maps:with([synchronous, busy_timeout, checkpoint_interval, page_size], Opts),
     case aion_store:open(Path, StoreOpts) of
         {ok, Store} ->
             Ctx0 = #{name => Name, store => Store, mailbox => aion_mailbox:new(),

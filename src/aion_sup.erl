@@ -10,7 +10,7 @@
 
 -define(ENV_KEYS, [db_path, synchronous, max_concurrent_activities, query_timeout,
                    idle_evict_after, max_resident, max_rehydrations, busy_timeout,
-                   checkpoint_interval, timer_horizon, timer_rescan_interval,
+                   checkpoint_interval, page_size, timer_horizon, timer_rescan_interval,
                    timer_scan_limit, confirm_initial_backoff, confirm_max_backoff]).
 
 %% @doc Starts the top supervisor.

@@ -158,6 +158,7 @@ engine_options(Config) ->
     {error, {invalid_option, max_concurrent_activities}} =
         aion_engine:start(#{name => e1, max_concurrent_activities => 0}),
     {error, {invalid_option, bogus}} = aion_engine:start(#{name => e1, bogus => 1}),
+    {error, {invalid_option, page_size}} = aion_engine:start(#{name => e1, page_size => 1000}),
     {error, {invalid_option, name}} = aion_engine:start(#{name => "e1"}),
     {error, {invalid_option, options}} = aion_engine:validate(nope),
     %% an unusable database path refuses to start

@@ -1136,3 +1136,30 @@ migrate_v1_failure_rolls_back_test() ->
     after
         rm_db(Path)
     end.
+
+%% page_size: a new file gets the option's page size (default 1024); an existing file
+%% keeps its own; a bad value is badarg.
+page_size_test() ->
+    Default = tmp_path("page_default"),
+    Big = tmp_path("page_big"),
+    try
+        {ok, S1} = aion_store:open(Default, #{}),
+        ok = aion_store:close(S1),
+        ?assertEqual("1024\n", sqlite_cli(Default, "PRAGMA page_size;")),
+        {ok, S2} = aion_store:open(Big, #{page_size => 4096}),
+        {ok, _} = aion_store:append(S2, [#{run_id => <<"r">>, events => [ev(1)],
+                                           create => #{workflow_id => <<"w">>,
+                                                       type => <<"t">>,
+                                                       status => <<"running">>,
+                                                       started_at => 1}}]),
+        ok = aion_store:close(S2),
+        {ok, S3} = aion_store:open(Big, #{page_size => 512}),
+        ?assertMatch({ok, [_]}, aion_store:history(S3, <<"r">>, 1)),
+        ok = aion_store:close(S3),
+        ?assertEqual("4096\n", sqlite_cli(Big, "PRAGMA page_size;")),
+        [?assertError(badarg, aion_store:open(Default, #{page_size => P}))
+         || P <- [256, 1000, 131072, big]]
+    after
+        rm_db(Default),
+        rm_db(Big)
+    end.
