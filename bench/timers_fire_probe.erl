@@ -6,7 +6,8 @@
 %% fire: bytes written by the node (`/proc/self/io' wchar: WAL frames and
 %% checkpoint copies), CPU time per thread group (schedulers, the store's
 %% writer, checkpoint and reply threads) and the lateness seen by the
-%% workflows. Run (after `BENCH_ONLY=none ./bench/run.sh', which compiles it):
+%% workflows, overall and by due time in 0.5 s buckets. Run (after
+%% `BENCH_ONLY=none ./bench/run.sh', which compiles it):
 %% ```
 %% erl -noshell +sbwt none +sbwtdcpu none +sbwtdio none \
 %%     -pa _build/default/lib/aion/ebin -pa _build/bench/ebin \
@@ -44,7 +45,8 @@ main([NS]) ->
     receive after max(0, Base + 1000 - erlang:system_time(millisecond)) -> ok end,
     W0 = wchar(),
     C0 = threads(),
-    Lat = lists:sort([receive {fired, F, Now} -> Now - F end || _ <- lists:seq(1, Total)]),
+    Pairs = [receive {fired, F, Now} -> {F, Now - F} end || _ <- lists:seq(1, Total)],
+    Lat = lists:sort([L || {_, L} <- Pairs]),
     W1 = wchar(),
     C1 = threads(),
     io:format("per fire: ~b bytes written; CPU us by thread: ~s~n",
@@ -55,6 +57,7 @@ main([NS]) ->
               "first was due~n",
               [aion_bench:pct(Lat, 0.5), aion_bench:pct(Lat, 0.99), lists:last(Lat),
                erlang:system_time(millisecond) - Base - 1000]),
+    buckets(Pairs),
     ok = aion_bench:stop_engine(),
     _ = file:del_dir_r(Dir),
     halt(0).
@@ -86,3 +89,17 @@ threads() ->
                       Acc
               end
       end, #{}, Ts).
+
+%% Lateness by when the timer was due, in 0.5 s buckets from the first due time:
+%% shows whether a backlog builds, drains or stays.
+buckets(Pairs) ->
+    B0 = lists:min([F || {F, _} <- Pairs]),
+    By = lists:foldl(fun({F, L}, Acc) ->
+                             maps:update_with((F - B0) div 500, fun(Ls) -> [L | Ls] end, [L], Acc)
+                     end, #{}, Pairs),
+    lists:foreach(fun({K, Ls0}) ->
+                          Ls = lists:sort(Ls0),
+                          io:format("  due +~4.1f s: ~5b fires, lateness p50 ~b ms / p99 ~b ms~n",
+                                    [K / 2, length(Ls), aion_bench:pct(Ls, 0.5),
+                                     aion_bench:pct(Ls, 0.99)])
+                  end, lists:sort(maps:to_list(By))).
