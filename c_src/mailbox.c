@@ -617,8 +617,10 @@ ERL_NIF_TERM aion_nif_mailbox_count(ErlNifEnv *env, int argc, const ERL_NIF_TERM
     return enif_make_uint64(env, (ErlNifUInt64)n);
 }
 
-/* mailbox_forget(Mailbox, Pid) -> ok: drops the record (entries, monitor, tombstone). */
-ERL_NIF_TERM aion_nif_mailbox_forget(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+/* Removes the record of a pid: any record with its entries, monitor and tombstone
+ * (only_idle = 0, forget), or only a live record with nothing retained (only_idle = 1,
+ * release: busy when entries are retained; a tombstone stays). */
+static ERL_NIF_TERM drop_record(ErlNifEnv *env, const ERL_NIF_TERM argv[], int only_idle)
 {
     struct aion_mailbox_priv *priv = priv_of(env);
     mailbox *mb;
@@ -628,10 +630,15 @@ ERL_NIF_TERM aion_nif_mailbox_forget(ErlNifEnv *env, int argc, const ERL_NIF_TER
 
     ErlNifUInt64 h = pid_hash(env, &pid);
     mb_proc *p;
+    int busy = 0;
 
     enif_mutex_lock(mb->lock);
     tab_step(mb);
     p = tab_find(mb, &pid, h);
+    if (p != NULL && only_idle && (p->exited || p->n > 0)) {
+        busy = p->n > 0;
+        p = NULL;
+    }
     if (p != NULL) {
         tab_unlink(mb, p);
         if (p->exited)
@@ -647,7 +654,13 @@ ERL_NIF_TERM aion_nif_mailbox_forget(ErlNifEnv *env, int argc, const ERL_NIF_TER
         entries_free(p->head);
         enif_free(p);
     }
-    return priv->atom_ok;
+    return busy ? priv->atom_busy : priv->atom_ok;
+}
+
+/* mailbox_forget(Mailbox, Pid) -> ok: drops the record (entries, monitor, tombstone). */
+ERL_NIF_TERM aion_nif_mailbox_forget(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    return drop_record(env, argv, 0);
 }
 
 /* mailbox_release(Mailbox, Pid) -> ok | busy: drops the live record of a pid that
@@ -656,34 +669,7 @@ ERL_NIF_TERM aion_nif_mailbox_forget(ErlNifEnv *env, int argc, const ERL_NIF_TER
  * marker is on its way); nothing changes. No record, or a tombstone: ok. */
 ERL_NIF_TERM aion_nif_mailbox_release(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
 {
-    struct aion_mailbox_priv *priv = priv_of(env);
-    mailbox *mb;
-    ErlNifPid pid;
-    if (!get_mailbox(env, argv[0], &mb) || !enif_get_local_pid(env, argv[1], &pid))
-        return enif_make_badarg(env);
-
-    ErlNifUInt64 h = pid_hash(env, &pid);
-    mb_proc *p;
-    int busy = 0;
-
-    enif_mutex_lock(mb->lock);
-    tab_step(mb);
-    p = tab_find(mb, &pid, h);
-    if (p != NULL && (p->exited || p->n > 0)) {
-        busy = p->n > 0;
-        p = NULL;
-    }
-    if (p != NULL)
-        tab_unlink(mb, p);
-    enif_mutex_unlock(mb->lock);
-
-    if (p != NULL) {
-        /* A down callback racing this finds no record (or a later monitor). */
-        if (p->monitored)
-            (void)enif_demonitor_process(env, mb, &p->mon);
-        enif_free(p);
-    }
-    return busy ? priv->atom_busy : priv->atom_ok;
+    return drop_record(env, argv, 1);
 }
 
 /* ---------------------------------------------------------------------------
