@@ -29,13 +29,9 @@ all() ->
      engine_stop_mid_fan_out, reopened_parent_gets_outcome,
      execution_timeout_spans_chain].
 
-init_per_suite(Config) ->
-    ok = aion_ct:start_app(),
-    Config.
+init_per_suite(Config) -> aion_ct:init_per_suite(Config).
 
-end_per_suite(_Config) ->
-    _ = application:stop(aion),
-    ok.
+end_per_suite(Config) -> aion_ct:end_per_suite(Config).
 
 init_per_testcase(TC, Config) when TC =:= repair_missing_child;
                                    TC =:= engine_stop_mid_fan_out;

@@ -22,13 +22,9 @@ all() ->
      nondeterminism_stuck_then_retry, bad_input_records_nothing, id_reuse_and_conflict,
      info_and_misuse, run_deadlines, cancel_request_observed].
 
-init_per_suite(Config) ->
-    ok = aion_ct:start_app(),
-    Config.
+init_per_suite(Config) -> aion_ct:init_per_suite(Config).
 
-end_per_suite(_Config) ->
-    _ = application:stop(aion),
-    ok.
+end_per_suite(Config) -> aion_ct:end_per_suite(Config).
 
 init_per_testcase(TC, Config) ->
     Path = aion_ct:db_path(Config, atom_to_list(TC) ++ ".db"),

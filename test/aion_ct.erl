@@ -1,7 +1,7 @@
 %% Helpers shared by the core Common Test suites.
 -module(aion_ct).
 
--export([start_app/0, start_engine/2, start_engine/3, stop_engine/1, db_path/2,
+-export([start_app/0, init_per_suite/1, end_per_suite/1, start_engine/2, start_engine/3, stop_engine/1, db_path/2,
          wait_until/2, wait_until/3, types/1, history/1, history/2, gate_wait/1,
          gate_wait/2, release/2, flush/0]).
 
@@ -10,6 +10,16 @@ start_app() ->
     _ = application:load(aion),
     ok = application:set_env(aion, start_default_engine, false),
     {ok, _} = application:ensure_all_started(aion),
+    ok.
+
+%% The suites' init_per_suite/1: the application without its default engine.
+init_per_suite(Config) ->
+    ok = start_app(),
+    Config.
+
+%% The suites' end_per_suite/1: stops the application.
+end_per_suite(_Config) ->
+    _ = application:stop(aion),
     ok.
 
 db_path(Config, Name) ->

@@ -16,13 +16,9 @@ all() ->
     [two_engines_no_cross_talk, stop_leaves_no_process, engine_in_user_tree,
      default_engine_from_app_env, engine_options].
 
-init_per_suite(Config) ->
-    ok = aion_ct:start_app(),
-    Config.
+init_per_suite(Config) -> aion_ct:init_per_suite(Config).
 
-end_per_suite(_Config) ->
-    _ = application:stop(aion),
-    ok.
+end_per_suite(Config) -> aion_ct:end_per_suite(Config).
 
 init_per_testcase(_TC, Config) ->
     true = register(aion_test_sink, self()),

@@ -31,13 +31,9 @@ all() ->
      max_resident_evicts_longest_idle, rehydration_limit, default_never_evicts,
      idle_releases_bookkeeping, kill9_with_10k_parked].
 
-init_per_suite(Config) ->
-    ok = aion_ct:start_app(),
-    Config.
+init_per_suite(Config) -> aion_ct:init_per_suite(Config).
 
-end_per_suite(_Config) ->
-    _ = application:stop(aion),
-    ok.
+end_per_suite(Config) -> aion_ct:end_per_suite(Config).
 
 init_per_testcase(Case, Config) ->
     [{db, aion_ct:db_path(Config, "park_" ++ atom_to_list(Case) ++ ".db")} | Config].

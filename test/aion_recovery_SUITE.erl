@@ -28,13 +28,9 @@ suite() ->
 all() ->
     [kill_9_and_recover, unloadable_type_is_skipped].
 
-init_per_suite(Config) ->
-    ok = aion_ct:start_app(),
-    Config.
+init_per_suite(Config) -> aion_ct:init_per_suite(Config).
 
-end_per_suite(_Config) ->
-    _ = application:stop(aion),
-    ok.
+end_per_suite(Config) -> aion_ct:end_per_suite(Config).
 
 %%% ===========================================================================
 

@@ -30,13 +30,9 @@ all() ->
      deadline_first, signal_first, deadline_races_replay, nested_deadlines,
      patch_old_history_replays, search_attributes, signals_survive_kill9].
 
-init_per_suite(Config) ->
-    ok = aion_ct:start_app(),
-    Config.
+init_per_suite(Config) -> aion_ct:init_per_suite(Config).
 
-end_per_suite(_Config) ->
-    _ = application:stop(aion),
-    ok.
+end_per_suite(Config) -> aion_ct:end_per_suite(Config).
 
 init_per_testcase(TC, Config) ->
     Path = aion_ct:db_path(Config, "sigq_" ++ atom_to_list(TC) ++ ".db"),

@@ -22,13 +22,9 @@ all() ->
      wait_before_any_command, blocked_code_is_taken_over,
      deadline_armed_with_folded_start].
 
-init_per_suite(Config) ->
-    ok = aion_ct:start_app(),
-    Config.
+init_per_suite(Config) -> aion_ct:init_per_suite(Config).
 
-end_per_suite(_Config) ->
-    _ = application:stop(aion),
-    ok.
+end_per_suite(Config) -> aion_ct:end_per_suite(Config).
 
 init_per_testcase(TC, Config) ->
     Path = aion_ct:db_path(Config, atom_to_list(TC) ++ ".db"),
