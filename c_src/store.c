@@ -556,6 +556,7 @@ ERL_NIF_TERM aion_store_open(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]
     if (db == NULL)
         return enif_raise_exception(env, a->a_enomem);
     memset(db, 0, sizeof *db);
+    atomic_init(&db->urgent, 0);
     db->atoms = *a;
     db->sync_full = sync_full;
     db->busy_ms = busy;

@@ -30,14 +30,14 @@ ERL_NIF_TERM aion_store_runs_to_resume(ErlNifEnv *env, int argc, const ERL_NIF_T
 #define AION_STORE_NIFS                                                                     \
     {"store_open", 5, aion_store_open, ERL_NIF_DIRTY_JOB_IO_BOUND},         /* dirty IO */  \
     {"store_close", 1, aion_store_close, ERL_NIF_DIRTY_JOB_IO_BOUND},       /* dirty IO */  \
-    {"store_append", 3, aion_store_append, 0},                              /* normal */    \
+    {"store_append", 4, aion_store_append, 0},                              /* normal */    \
     {"store_history", 3, aion_store_history, ERL_NIF_DIRTY_JOB_IO_BOUND},   /* dirty IO */  \
     {"store_get_run", 2, aion_store_get_run, ERL_NIF_DIRTY_JOB_IO_BOUND},   /* dirty IO */  \
     {"store_current_run", 2, aion_store_current_run, ERL_NIF_DIRTY_JOB_IO_BOUND}, /* dirty IO */ \
     {"store_runs_by_status", 2, aion_store_runs_by_status, ERL_NIF_DIRTY_JOB_IO_BOUND}, /* dirty IO */ \
     {"store_list", 2, aion_store_list, ERL_NIF_DIRTY_JOB_IO_BOUND},         /* dirty IO */  \
     {"store_count", 2, aion_store_count, ERL_NIF_DIRTY_JOB_IO_BOUND},       /* dirty IO */  \
-    {"store_due_timers", 3, aion_store_due_timers, ERL_NIF_DIRTY_JOB_IO_BOUND}, /* dirty IO */ \
+    {"store_due_timers", 4, aion_store_due_timers, ERL_NIF_DIRTY_JOB_IO_BOUND}, /* dirty IO */ \
     {"store_activity_tasks", 2, aion_store_activity_tasks, ERL_NIF_DIRTY_JOB_IO_BOUND}, /* dirty IO */ \
     {"store_checkpoint", 1, aion_store_checkpoint, ERL_NIF_DIRTY_JOB_IO_BOUND}, /* dirty IO */ \
     {"store_runs_to_resume", 1, aion_store_runs_to_resume, ERL_NIF_DIRTY_JOB_IO_BOUND}, /* dirty IO */

@@ -6,6 +6,7 @@
 #define AION_STORE_INT_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <sqlite3.h>
 
@@ -27,7 +28,7 @@
     X(closed_at) X(stuck_reason) X(allow_closed) X(timers_put) X(timers_take)            \
     X(timers_del) X(tasks_put) X(tasks_take) X(tasks_del) X(clear_rows) X(next_seq)      \
     X(started_after) X(started_before) X(closed_after) X(closed_before) X(limit)         \
-    X(cursor) X(parked_seq)
+    X(cursor) X(parked_seq) X(high)
 
 typedef struct {
 #define X(n) ERL_NIF_TERM a_##n;
@@ -125,6 +126,7 @@ typedef struct chunk {
 
 typedef struct req {
     struct req *next;
+    int lane;       /* LANE_NORMAL or LANE_URGENT */
     ErlNifEnv *env; /* holds the copied ops, the tag and the reply */
     ErlNifPid pid;
     ERL_NIF_TERM tag;
@@ -136,6 +138,16 @@ typedef struct req {
     size_t used;
     uint64_t inl[REQ_INLINE / 8];
 } req_t;
+
+/* Requests waiting for the writer, in arrival order. The urgent lane (timer fires:
+ * someone waits for the wake) goes first: the writer takes it whenever it is not
+ * empty and cuts a normal transaction short when an urgent request arrives. */
+enum { LANE_NORMAL = 0, LANE_URGENT = 1, LANES = 2 };
+
+typedef struct {
+    req_t *head, *tail;
+    unsigned len;
+} req_queue;
 
 /* ------------------------------------------------------------------------ resource */
 
@@ -158,8 +170,9 @@ typedef struct {
     ErlNifCond *r_cv;     /* the reply thread waits for committed requests */
     ErlNifCond *idle_cv;  /* close waits for reads to end; a 2nd close for the 1st */
     db_state state;
-    req_t *q_head, *q_tail; /* queued for the writer */
-    unsigned q_len;
+    req_queue q[LANES]; /* queued for the writer, per lane */
+    atomic_int urgent;  /* q[LANE_URGENT] is not empty: set by appenders, cleared by
+                           the writer (both under mu); read by the writer without it */
     req_t *r_head, *r_tail; /* committed (or failed), waiting for their replies */
     int writer_done;
     unsigned active; /* reads and checkpoints in progress */

@@ -16,7 +16,7 @@ static const char *const R_SQL[R_COUNT] = {
     [R_GET_RUN] = "SELECT " RUN_COLS " FROM runs WHERE run_id = ?1",
     [R_CURRENT_RUN] = "SELECT " RUN_COLS " FROM runs WHERE workflow_id = ?1"
                       " ORDER BY create_seq DESC LIMIT 1",
-    [R_DUE_TIMERS] = "SELECT run_id, timer_id, fire_at FROM timers WHERE fire_at <= ?1"
+    [R_DUE_TIMERS] = "SELECT run_id, timer_id, fire_at FROM timers WHERE fire_at <= ?1 AND fire_at > ?3"
                      " ORDER BY fire_at, run_id, timer_id LIMIT ?2",
     [R_TASKS_RUN] = "SELECT run_id, activity_id, attempt, task_queue, data FROM activity_tasks"
                     " WHERE run_id = ?1 ORDER BY activity_id",
@@ -382,17 +382,18 @@ static int get_limit(ErlNifEnv *env, const store_atoms *a, ERL_NIF_TERM t, ErlNi
     return 0;
 }
 
-/* store_due_timers(Db, UpTo, Limit :: non_neg_integer() | infinity) */
+/* store_due_timers(Db, After, UpTo, Limit :: non_neg_integer() | infinity): the timers
+ * with After < fire_at <= UpTo. */
 ERL_NIF_TERM aion_store_due_timers(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
 {
-    bindv b[2];
+    bindv b[3];
     db_res *db = store_get_db(env, argv[0]);
-    if (db == NULL || !arg_int(env, argv[1], &b[0]))
+    if (db == NULL || !arg_int(env, argv[2], &b[0]) || !arg_int(env, argv[1], &b[2]))
         return enif_make_badarg(env);
     b[1].is_int = 1;
-    if (!get_limit(env, &db->atoms, argv[2], &b[1].i))
+    if (!get_limit(env, &db->atoms, argv[3], &b[1].i))
         return enif_make_badarg(env);
-    return cached_query(env, db, R_DUE_TIMERS, b, 2, ROW_TIMER, 0);
+    return cached_query(env, db, R_DUE_TIMERS, b, 3, ROW_TIMER, 0);
 }
 
 /* store_activity_tasks(Db, RunId | all) */

@@ -659,16 +659,34 @@ static int req_simple(const req_t *r)
     return r->n_ops == 1 && r->ops[0].n_ttake == 0 && r->ops[0].n_ktake == 0;
 }
 
+/* Whether an urgent request waits (the writer cuts a normal transaction short). */
+static int urgent_waiting(db_res *db)
+{
+    return atomic_load_explicit(&db->urgent, memory_order_acquire) != 0;
+}
+
 /* Applies a batch in one transaction and commits it; a request that fails is
  * rolled back alone (savepoint) and keeps its reason. With safe = 0, simple requests
  * skip the savepoint; if one of them fails inside SQLite (it may have written part
  * of itself), the transaction is rolled back and -1 returned: the caller re-runs the
- * batch with safe = 1. Nothing of the batch is committed before the final COMMIT. */
-static int batch_apply(db_res *db, req_t *batch, int safe)
+ * batch with safe = 1. Nothing of the batch is committed before the final COMMIT.
+ * With cut = 1 (a normal-lane batch), once at least one request is applied and an
+ * urgent request waits, the batch ends there: the requests not started move to
+ * *rest (untouched, to be queued again) and what was applied commits. */
+static int batch_apply(db_res *db, req_queue *b, int safe, int cut, req_queue *rest)
 {
-    req_t *txn_first = batch;
+    req_t *batch = b->head, *txn_first = batch;
     int in_txn = 0;
-    for (req_t *r = batch; r != NULL; r = r->next) {
+    unsigned taken = 0;
+    *rest = (req_queue){NULL, NULL, 0};
+    for (req_t *r = batch, *prev = NULL; r != NULL; prev = r, r = r->next, taken++) {
+        if (cut && prev != NULL && urgent_waiting(db)) {
+            *rest = (req_queue){r, b->tail, b->len - taken};
+            prev->next = NULL;
+            b->tail = prev;
+            b->len = taken;
+            break;
+        }
         r->ok = 0;
         r->sql_failed = 0;
         if (!in_txn) {
@@ -730,7 +748,36 @@ static void send_replies(db_res *db, req_t *list)
     }
 }
 
-/* The writer: takes everything queued (up to MAX_BATCH), applies and commits it,
+/* Takes up to MAX_BATCH requests from the front of q, in order (empty if q is). */
+static req_queue queue_take(req_queue *q)
+{
+    req_queue b = *q;
+    if (q->len <= MAX_BATCH) {
+        *q = (req_queue){NULL, NULL, 0};
+        return b;
+    }
+    b.tail = b.head;
+    for (unsigned i = 1; i < MAX_BATCH; i++)
+        b.tail = b.tail->next;
+    b.len = MAX_BATCH;
+    q->head = b.tail->next;
+    q->len -= MAX_BATCH;
+    b.tail->next = NULL;
+    return b;
+}
+
+/* Puts l (requests taken from q, in order) back in front of q. */
+static void queue_push_front(req_queue *q, const req_queue *l)
+{
+    l->tail->next = q->head;
+    if (q->head == NULL)
+        q->tail = l->tail;
+    q->head = l->head;
+    q->len += l->len;
+}
+
+/* The writer: takes everything queued in one lane (the urgent one first; up to
+ * MAX_BATCH), applies and commits it,
  * and hands the committed batch to the reply thread when it takes the next one
  * (record, then acknowledge; the writer never waits for the replies). A batch of
  * one request is answered by the writer itself: a lone caller (the latency path)
@@ -755,30 +802,30 @@ void *store_writer_main(void *arg)
             store_wal_finish(db);
             enif_mutex_lock(db->mu);
         }
-        while (db->q_head == NULL && db->state == ST_OPEN)
+        while (db->q[LANE_NORMAL].head == NULL && db->q[LANE_URGENT].head == NULL &&
+               db->state == ST_OPEN)
             enif_cond_wait(db->q_cv, db->mu);
-        req_t *batch = db->q_head;
-        if (batch == NULL) { /* closing and drained */
+        int lane = db->q[LANE_URGENT].head != NULL ? LANE_URGENT : LANE_NORMAL;
+        req_queue b = queue_take(&db->q[lane]);
+        if (b.head == NULL) { /* closing and drained */
             db->writer_done = 1;
             enif_cond_signal(db->r_cv);
             enif_mutex_unlock(db->mu);
             break;
         }
-        if (db->q_len <= MAX_BATCH) {
-            done_tail = db->q_tail;
-            db->q_head = db->q_tail = NULL;
-            db->q_len = 0;
-        } else {
-            done_tail = batch;
-            for (unsigned i = 1; i < MAX_BATCH; i++)
-                done_tail = done_tail->next;
-            db->q_head = done_tail->next;
-            db->q_len -= MAX_BATCH;
-            done_tail->next = NULL;
-        }
+        if (lane == LANE_URGENT && db->q[LANE_URGENT].head == NULL)
+            atomic_store_explicit(&db->urgent, 0, memory_order_release);
         enif_mutex_unlock(db->mu);
-        if (batch_apply(db, batch, 0) != 0)
-            (void)batch_apply(db, batch, 1);
+        req_queue rest;
+        if (batch_apply(db, &b, 0, lane == LANE_NORMAL, &rest) != 0)
+            (void)batch_apply(db, &b, 1, lane == LANE_NORMAL, &rest);
+        if (rest.head != NULL) { /* cut short for an urgent request: back to the front */
+            enif_mutex_lock(db->mu);
+            queue_push_front(&db->q[LANE_NORMAL], &rest);
+            enif_mutex_unlock(db->mu);
+        }
+        req_t *batch = b.head;
+        done_tail = b.tail;
         if (batch->next == NULL)
             send_replies(db, batch); /* one caller: answer it now, no thread hop */
         else
@@ -823,10 +870,13 @@ static ERL_NIF_TERM append_request(ErlNifEnv *env, int argc, const ERL_NIF_TERM 
     if (db == NULL || !enif_is_ref(env, argv[1]) || !enif_is_list(env, argv[2]))
         return enif_make_badarg(env);
     const store_atoms *a = &db->atoms;
+    if (!enif_is_identical(argv[3], a->a_high) && !enif_is_identical(argv[3], a->a_normal))
+        return enif_make_badarg(env);
     req_t *r = enif_alloc(sizeof *r);
     if (r == NULL)
         return enif_raise_exception(env, a->a_enomem);
     r->next = NULL;
+    r->lane = enif_is_identical(argv[3], a->a_high) ? LANE_URGENT : LANE_NORMAL;
     r->extra = NULL;
     r->used = 0;
     r->ok = 0;
@@ -853,12 +903,15 @@ static ERL_NIF_TERM append_request(ErlNifEnv *env, int argc, const ERL_NIF_TERM 
         req_free(r);
         return enif_raise_exception(env, a->a_closed);
     }
-    if (db->q_tail)
-        db->q_tail->next = r;
+    req_queue *q = &db->q[r->lane];
+    if (q->tail)
+        q->tail->next = r;
     else
-        db->q_head = r;
-    db->q_tail = r;
-    db->q_len++;
+        q->head = r;
+    q->tail = r;
+    q->len++;
+    if (r->lane == LANE_URGENT)
+        atomic_store_explicit(&db->urgent, 1, memory_order_release);
     enif_cond_signal(db->q_cv);
     enif_mutex_unlock(db->mu);
     return a->a_ok;
@@ -883,7 +936,8 @@ static size_t request_items(ErlNifEnv *env, const store_atoms *a, ERL_NIF_TERM o
     return n;
 }
 
-/* store_append(Db, Tag :: reference(), Ops) -> ok. Normal scheduler; a request of
+/* store_append(Db, Tag :: reference(), Ops, Priority :: normal | high) -> ok.
+ * High priority puts the request in the urgent lane. Normal scheduler; a request of
  * more than APPEND_DIRTY_ITEMS ops and list elements is parsed on a dirty CPU
  * scheduler instead, so no call holds a normal scheduler for long. */
 ERL_NIF_TERM aion_store_append(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])

@@ -10,13 +10,13 @@
 
 %% store section (c_src/store.c): Erlang wants every attribute before the first
 %% function, so the section's attributes live here and its stubs below.
--export([store_open/5, store_close/1, store_append/3, store_history/3, store_get_run/2,
+-export([store_open/5, store_close/1, store_append/4, store_history/3, store_get_run/2,
          store_current_run/2, store_runs_by_status/2, store_list/2, store_count/2,
-         store_due_timers/3, store_activity_tasks/2, store_checkpoint/1,
+         store_due_timers/4, store_activity_tasks/2, store_checkpoint/1,
          store_runs_to_resume/1]).
--nifs([store_open/5, store_close/1, store_append/3, store_history/3, store_get_run/2,
+-nifs([store_open/5, store_close/1, store_append/4, store_history/3, store_get_run/2,
        store_current_run/2, store_runs_by_status/2, store_list/2, store_count/2,
-       store_due_timers/3, store_activity_tasks/2, store_checkpoint/1,
+       store_due_timers/4, store_activity_tasks/2, store_checkpoint/1,
        store_runs_to_resume/1]).
 
 -on_load(init/0).
@@ -82,8 +82,10 @@ store_open(_Path, _Sync, _BusyMs, _CheckpointMs, _PageSize) -> ?NOT_LOADED.
 store_close(_Db) -> ?NOT_LOADED.
 
 %% @doc Queues an append request; the writer later sends `{Tag, Reply}' to the caller.
--spec store_append(reference(), Tag :: reference(), Ops :: [map()]) -> ok.
-store_append(_Db, _Tag, _Ops) -> ?NOT_LOADED.
+%% `high' puts it in the writer's urgent lane (taken first; a normal transaction in
+%% progress ends early for it).
+-spec store_append(reference(), Tag :: reference(), Ops :: [map()], normal | high) -> ok.
+store_append(_Db, _Tag, _Ops, _Priority) -> ?NOT_LOADED.
 
 %% @doc Events of `RunId' with seq >= `FromSeq', ascending.
 -spec store_history(reference(), binary(), integer()) ->
@@ -110,10 +112,11 @@ store_list(_Db, _Filter) -> ?NOT_LOADED.
 -spec store_count(reference(), map()) -> {ok, non_neg_integer()} | {error, term()}.
 store_count(_Db, _Filter) -> ?NOT_LOADED.
 
-%% @doc Timers due at or before `UpTo' (milliseconds), ascending fire_at.
--spec store_due_timers(reference(), integer(), non_neg_integer() | infinity) ->
+%% @doc Timers due after `After' and at or before `UpTo' (milliseconds), ascending
+%% fire_at.
+-spec store_due_timers(reference(), integer(), integer(), non_neg_integer() | infinity) ->
           {ok, [{binary(), binary(), integer()}]} | {error, term()}.
-store_due_timers(_Db, _UpTo, _Limit) -> ?NOT_LOADED.
+store_due_timers(_Db, _After, _UpTo, _Limit) -> ?NOT_LOADED.
 
 %% @doc Outstanding activity task rows of a run, or of every run.
 -spec store_activity_tasks(reference(), binary() | all) ->

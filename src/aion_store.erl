@@ -15,17 +15,18 @@
 %% closed store except {@link close/1}.
 -module(aion_store).
 
--export([open/2, close/1, append/2, history/3, get_run/2, current_run/2, runs_by_status/2,
-         list/2, count/2, due_timers/3, activity_tasks/2, checkpoint/1, runs_to_resume/1]).
+-export([open/2, close/1, append/2, append/3, history/3, get_run/2, current_run/2, runs_by_status/2,
+         list/2, count/2, due_timers/3, due_timers/4, activity_tasks/2, checkpoint/1, runs_to_resume/1]).
 
 -export_type([store/0, open_opts/0, op/0, create/0, set/0, event_in/0, event/0, run/0,
-              filter/0, timer/0, task/0, error_reason/0]).
+              filter/0, timer/0, task/0, error_reason/0, append_opts/0]).
 
 -type store() :: {module(), term()}.
 -type open_opts() :: #{synchronous => full | normal,
                        busy_timeout => non_neg_integer(),
                        checkpoint_interval => pos_integer(),
                        page_size => 512..65536}.
+-type append_opts() :: #{priority => normal | high}.
 -type event_in() :: {Type :: binary(), RecordedAt :: integer(), Data :: iodata()}.
 -type create() :: #{workflow_id := binary(), type := binary(), status := binary(),
                     started_at := integer(), parent => binary() | null,
@@ -81,7 +82,8 @@
 -callback open(Path :: file:filename_all(), Opts :: open_opts()) ->
     {ok, Ref :: term()} | {error, term()}.
 -callback close(Ref :: term()) -> ok.
--callback append(Ref :: term(), [op()]) -> {ok, [[pos_integer()]]} | {error, error_reason()}.
+-callback append(Ref :: term(), [op()], append_opts()) ->
+    {ok, [[pos_integer()]]} | {error, error_reason()}.
 -callback history(Ref :: term(), RunId :: binary(), FromSeq :: integer()) ->
     {ok, [event()]} | {error, term()}.
 -callback get_run(Ref :: term(), RunId :: binary()) -> {ok, run()} | {error, term()}.
@@ -89,7 +91,8 @@
 -callback runs_by_status(Ref :: term(), [binary()]) -> {ok, [run()]} | {error, term()}.
 -callback list(Ref :: term(), filter()) -> {ok, [run()]} | {error, term()}.
 -callback count(Ref :: term(), filter()) -> {ok, non_neg_integer()} | {error, term()}.
--callback due_timers(Ref :: term(), UpTo :: integer(), Limit :: non_neg_integer() | infinity) ->
+-callback due_timers(Ref :: term(), After :: integer(), UpTo :: integer(),
+                     Limit :: non_neg_integer() | infinity) ->
     {ok, [timer()]} | {error, term()}.
 -callback activity_tasks(Ref :: term(), binary() | all) -> {ok, [task()]} | {error, term()}.
 -callback checkpoint(Ref :: term()) -> ok | {error, term()}.
@@ -129,7 +132,19 @@ close({M, Ref}) -> M:close(Ref).
 %% `{timer_gone, TimerId}', `{task_gone, ActivityId}', `{sqlite, Code, Message}'.
 %% Within one op: events, then takes, deletes, `clear_rows', puts, then `set'.
 -spec append(store(), [op()]) -> {ok, [[pos_integer()]]} | {error, error_reason()}.
-append({M, Ref}, Ops) -> M:append(Ref, Ops).
+append(Store, Ops) -> append(Store, Ops, #{}).
+
+%% @doc {@link append/2} with options: `priority' (`normal' | `high', default
+%% `normal'). A `high' append is committed ahead of normal ones: the store's writer
+%% takes high-priority requests first and ends a normal transaction early (after
+%% the request it is applying) when one arrives, so its commit waits for at most one
+%% normal request. For short appends that wake someone at a set time (timer fires);
+%% the normal lane always makes progress (at least one request per transaction).
+%% Order between calls of different priorities is not kept; calls from one process
+%% that each wait for their reply are ordered as ever. Errors: as {@link append/2};
+%% raises `badarg' for an unknown priority.
+-spec append(store(), [op()], append_opts()) -> {ok, [[pos_integer()]]} | {error, error_reason()}.
+append({M, Ref}, Ops, Opts) when is_map(Opts) -> M:append(Ref, Ops, Opts).
 
 %% @doc Events of `RunId' with seq >= `FromSeq', ascending; `{ok, []}' for an
 %% unknown run or past the head.
@@ -162,7 +177,14 @@ count({M, Ref}, Filter) -> M:count(Ref, Filter).
 %% fire_at.
 -spec due_timers(store(), integer(), non_neg_integer() | infinity) ->
           {ok, [timer()]} | {error, term()}.
-due_timers({M, Ref}, UpTo, Limit) -> M:due_timers(Ref, UpTo, Limit).
+due_timers(Store, UpTo, Limit) -> due_timers(Store, -(1 bsl 63), UpTo, Limit).
+
+%% @doc At most `Limit' timers due after `After' and at or before `UpTo'
+%% (milliseconds), ascending fire_at (then run id, timer id): a scan that already
+%% read every row up to `After' reads only what is new beyond it.
+-spec due_timers(store(), integer(), integer(), non_neg_integer() | infinity) ->
+          {ok, [timer()]} | {error, term()}.
+due_timers({M, Ref}, After, UpTo, Limit) -> M:due_timers(Ref, After, UpTo, Limit).
 
 %% @doc Outstanding activity task rows of `RunId' (or of every run with `all'),
 %% ordered by run id, then activity id.

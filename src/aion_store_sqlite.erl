@@ -9,8 +9,8 @@
 
 -behaviour(aion_store).
 
--export([open/2, close/1, append/2, history/3, get_run/2, current_run/2, runs_by_status/2,
-         list/2, count/2, due_timers/3, activity_tasks/2, checkpoint/1, runs_to_resume/1]).
+-export([open/2, close/1, append/2, append/3, history/3, get_run/2, current_run/2, runs_by_status/2,
+         list/2, count/2, due_timers/4, activity_tasks/2, checkpoint/1, runs_to_resume/1]).
 
 -export_type([ref/0]).
 
@@ -58,8 +58,15 @@ close(Db) ->
 -spec append(ref(), [aion_store:op()]) ->
           {ok, [[pos_integer()]]} | {error, aion_store:error_reason()}.
 append(Db, Ops) ->
+    append(Db, Ops, #{}).
+
+%% @doc See {@link aion_store:append/3}: `#{priority => high}' queues the request in
+%% the writer's urgent lane.
+-spec append(ref(), [aion_store:op()], aion_store:append_opts()) ->
+          {ok, [[pos_integer()]]} | {error, aion_store:error_reason()}.
+append(Db, Ops, Opts) ->
     Tag = make_ref(),
-    ok = aion_nif:store_append(Db, Tag, Ops),
+    ok = aion_nif:store_append(Db, Tag, Ops, maps:get(priority, Opts, normal)),
     receive
         {Tag, Reply} -> Reply
     end.
@@ -94,11 +101,11 @@ list(Db, Filter) ->
 count(Db, Filter) ->
     aion_nif:store_count(Db, Filter).
 
-%% @doc See {@link aion_store:due_timers/3}.
--spec due_timers(ref(), integer(), non_neg_integer() | infinity) ->
+%% @doc See {@link aion_store:due_timers/4}.
+-spec due_timers(ref(), integer(), integer(), non_neg_integer() | infinity) ->
           {ok, [aion_store:timer()]} | {error, term()}.
-due_timers(Db, UpTo, Limit) ->
-    aion_nif:store_due_timers(Db, UpTo, Limit).
+due_timers(Db, After, UpTo, Limit) ->
+    aion_nif:store_due_timers(Db, After, UpTo, Limit).
 
 %% @doc See {@link aion_store:activity_tasks/2}.
 -spec activity_tasks(ref(), binary() | all) -> {ok, [aion_store:task()]} | {error, term()}.

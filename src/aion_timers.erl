@@ -3,11 +3,15 @@
 %% Timer rows live in the store (`timers(run_id, timer_id, fire_at)'); the workflow
 %% process writes the row with its `timer_started' and then calls {@link arm/4}.
 %% The service keeps in memory only the timers due within a horizon
-%% (`timer_horizon', default 60000 ms); every `timer_rescan_interval' (default
-%% 10000 ms) it reads the rows due within the horizon again, so a timer armed
-%% before a restart, one far in the future, or a fire that failed is picked up
-%% without a restart; timers that fell due while the node was down fire at start
-%% (the first scan runs at once).
+%% (`timer_horizon', default 60000 ms). Its first scan (at once) reads every row due
+%% within the horizon, so timers that fell due while the node was down fire at
+%% start; then every `timer_rescan_interval' (default 10000 ms) it reads only the
+%% rows that came within the horizon since (a timer armed far in the future): an
+%% arm within the horizon reaches the service by {@link arm/4}, so rows due before
+%% the last scan's bound are all in memory. A fire that failed (its row stays), a
+%% firer that died or {@link rescan/1} make the next scan read every row again.
+%% (Re-reading all rows every interval held firing for up to 0.5 s with 100,000
+%% sleeping runs.)
 %%
 %% The server and its firers run at high priority (fires stay punctual while many
 %% workflow processes are runnable). Firing does not go through this server: due
@@ -35,6 +39,7 @@
 -define(BATCH, 500).
 -define(GROUP, 20).
 -define(MAX_TIMER, 16#FFFFFFFF).
+-define(BEFORE_ALL, -(1 bsl 63)).
 
 %% @doc Starts the timer service of engine `Engine' (registered as
 %% `aion_ctx:proc_name(Engine, timers)'). Engine options read: `timer_horizon',
@@ -62,8 +67,9 @@ disarm(Ctx, RunId, TimerId) ->
 disarm_run(Ctx, RunId) ->
     gen_server:cast(server(Ctx), {disarm_run, RunId}).
 
-%% @doc Starts a rescan of the store now (it also runs periodically). Returns at
-%% once; the result is merged when the read is done.
+%% @doc Starts a rescan of every timer row due within the horizon now (the periodic
+%% scans read only rows new to the horizon). Returns at once; the result is merged
+%% when the read is done.
 -spec rescan(aion_ctx:ctx()) -> ok.
 rescan(Ctx) ->
     gen_server:cast(server(Ctx), rescan).
@@ -89,6 +95,9 @@ server(#{name := Name}) -> aion_ctx:proc_name(Name, timers).
 %%             queued: a `wake' message was sent to self
 %%   firers    #{Pid => [Key]}
 %%   scanner   undefined | pid(); rescan_due: a rescan was asked while scanning
+%%   covered   undefined (the next scan reads every row) | every row due up to this
+%%             time (ms) is armed, being fired or gone; epoch counts full rescans
+%%             asked for (a scan started before one does not set covered)
 %% ETS keeps the per-timer cost of arming and firing at a few microseconds without
 %% garbage, so 100,000 timers falling due together leave this server in well under
 %% a second, a batch at a time.
@@ -110,6 +119,7 @@ init(Engine) ->
           sched => ets:new(sched, [ordered_set, protected]),
           inflight => ets:new(inflight, [set, protected]),
           wake => undefined, firers => #{}, scanner => undefined, rescan_due => false,
+          covered => undefined, epoch => 0,
           tick => undefined},
     {ok, S, {continue, scan}}.
 
@@ -141,7 +151,10 @@ handle_cast({disarm_run, RunId}, #{armed := A} = S) ->
     lists:foreach(fun(TimerId) -> remove(RunId, TimerId, S) end, Keys),
     {noreply, reschedule(S)};
 handle_cast(rescan, S) ->
-    {noreply, start_scan(S)};
+    {noreply, start_scan(full_rescan(S))};
+handle_cast(fire_failed, S) ->
+    %% The row stays: the next periodic scan reads every row again.
+    {noreply, full_rescan(S)};
 handle_cast(_Msg, S) ->
     {noreply, S}.
 
@@ -151,15 +164,25 @@ handle_info(wake, S) ->
     {noreply, reschedule(fire_due(S#{wake => undefined}))};
 handle_info(tick, S) ->
     {noreply, start_scan(S#{tick => undefined})};
-handle_info({scan_result, Pid, Rows, Full}, #{scanner := Pid} = S) ->
-    {noreply, reschedule(merge(Rows, Full, S))};
+handle_info({scan_result, Pid, Epoch, Rows, {Covered, Next}}, #{scanner := Pid} = S) ->
+    S1 = case S of
+             #{epoch := Epoch} -> S#{covered => Covered};
+             _ -> S
+         end,
+    {noreply, reschedule(merge(Rows, Next, S1))};
 handle_info({'EXIT', Pid, Reason}, #{firers := F, inflight := I, scanner := Scanner} = S) ->
     case F of
         #{Pid := Keys} ->
-            Reason =:= normal orelse
-                ?LOG_ERROR("aion: timer firer exited: ~p", [Reason]),
             lists:foreach(fun(K) -> ets:delete(I, K) end, Keys),
-            {noreply, S#{firers => maps:remove(Pid, F)}};
+            S1 = S#{firers => maps:remove(Pid, F)},
+            case Reason of
+                normal ->
+                    {noreply, S1};
+                _ ->
+                    %% Some of its timers may not have fired: read them all again.
+                    ?LOG_ERROR("aion: timer firer exited: ~p", [Reason]),
+                    {noreply, full_rescan(S1)}
+            end;
         _ when Pid =:= Scanner ->
             %% The scan died before answering (a store error): try at the next tick.
             ?LOG_ERROR("aion: timer scan failed: ~p", [Reason]),
@@ -268,19 +291,48 @@ split(N, [X | L], Acc) -> split(N - 1, L, [X | Acc]).
 
 start_scan(#{scanner := P} = S) when is_pid(P) ->
     S#{rescan_due => true};
-start_scan(#{ctx := #{store := Store}, horizon := H, limit := Limit} = S) ->
+start_scan(#{ctx := #{store := Store}, horizon := H, limit := Limit, armed := A,
+             inflight := I, covered := Covered, epoch := Epoch} = S) ->
     Self = self(),
+    After = case Covered of
+                undefined -> ?BEFORE_ALL;
+                _ -> Covered
+            end,
     Pid = spawn_link(fun() ->
                              UpTo = now_ms() + H,
-                             {ok, Rows} = aion_store:due_timers(Store, UpTo, Limit),
-                             Self ! {scan_result, self(), Rows, length(Rows) >= Limit}
+                             {ok, Rows} = aion_store:due_timers(Store, After, UpTo, Limit),
+                             Self ! {scan_result, self(), Epoch, new_rows(Rows, A, I),
+                                     scan_end(Rows, After, UpTo, Limit)}
                      end),
     S#{scanner => Pid, rescan_due => false}.
 
-merge(Rows, Full, #{armed := A, inflight := I} = S0) ->
+%% The next scan reads every row again (a fire failed or a firer died, leaving rows
+%% the schedule may not hold; a rescan was asked for). A scan running now was
+%% started before: its result does not advance `covered'.
+full_rescan(#{epoch := Epoch} = S) ->
+    S#{covered => undefined, epoch => Epoch + 1}.
+
+%% The scanned rows not armed or being fired (read in the scanner: the tables are
+%% protected, readable by all), so a scan that finds nothing new costs the server
+%% nothing. A row armed or fired after this check is checked again by the merge.
+new_rows(Rows, A, I) ->
+    [R || {RunId, TimerId, _} = R <- Rows,
+          not ets:member(A, {RunId, TimerId}), not ets:member(I, {RunId, TimerId})].
+
+%% {Covered, Next}: every row due up to Covered was read (rows come by fire time:
+%% a scan cut at its limit covers up to just before its last row's fire time; if
+%% all its rows share one fire time, no further than before); Next as for
+%% schedule_tick/2.
+scan_end(Rows, _After, UpTo, Limit) when length(Rows) < Limit -> {UpTo, false};
+scan_end([], After, _UpTo, _Limit) -> {After, true};
+scan_end(Rows, After, _UpTo, _Limit) ->
+    Last = element(3, lists:last(Rows)),
+    {max(After, Last - 1), {full, Last}}.
+
+merge(Rows, Next, #{armed := A, inflight := I} = S0) ->
     S = S0#{scanner => undefined},
-    %% Up to `timer_scan_limit' rows: not at high priority (it would hold a
-    %% scheduler against every normal process for the whole merge).
+    %% Up to `timer_scan_limit' rows (at start): not at high priority (it would hold
+    %% a scheduler against every normal process for the whole merge).
     Prio = process_flag(priority, normal),
     lists:foreach(fun({RunId, TimerId, FireAt}) ->
                           Key = {RunId, TimerId},
@@ -290,10 +342,6 @@ merge(Rows, Full, #{armed := A, inflight := I} = S0) ->
                           end
                   end, Rows),
     _ = process_flag(priority, Prio),
-    Next = case Full andalso Rows =/= [] of
-               true -> {full, element(3, lists:last(Rows))};
-               false -> Full
-           end,
     case S of
         #{rescan_due := true} -> start_scan(S);
         _ -> schedule_tick(S, Next)
@@ -342,7 +390,7 @@ fire_group(#{store := Store} = Ctx, [_, _ | _] = Group) ->
             || {RunId, TimerId, _} <- Group],
     Ops = [#{run_id => RunId, events => [Row], timers_take => [TimerId]}
            || {RunId, Row, TimerId} <- Rows],
-    case aion_store:append(Store, Ops) of
+    case aion_store:append(Store, Ops, #{priority => high}) of
         {ok, Seqs} ->
             lists:foreach(fun({{RunId, {T, At, D}, _}, [Seq]}) ->
                                   aion_deliver:events(Ctx, RunId, [{Seq, T, At, D}])
@@ -370,7 +418,7 @@ fire(Ctx, RunId, <<"$", _/binary>> = TimerId) ->
 fire(#{store := Store} = Ctx, RunId, TimerId) ->
     {Type, At, Data} = aion_event:encode_row(timer_fired, now_ms(), #{timer_id => TimerId}),
     Op = #{run_id => RunId, events => [{Type, At, Data}], timers_take => [TimerId]},
-    case aion_store:append(Store, [Op]) of
+    case aion_store:append(Store, [Op], #{priority => high}) of
         {ok, [[Seq]]} ->
             aion_deliver:events(Ctx, RunId, [{Seq, Type, At, Data}]);
         {error, {timer_gone, _}} -> ok;
@@ -379,7 +427,7 @@ fire(#{store := Store} = Ctx, RunId, TimerId) ->
         {error, Reason} ->
             %% The row stays: the next rescan arms the timer again.
             ?LOG_WARNING("aion: timer ~s of run ~s not fired: ~p", [TimerId, RunId, Reason]),
-            ok
+            gen_server:cast(server(Ctx), fire_failed)
     end.
 
 time_out(Ctx, RunId, Kind) ->
@@ -388,7 +436,7 @@ time_out(Ctx, RunId, Kind) ->
         {error, not_running} -> ok;
         {error, Reason} ->
             ?LOG_WARNING("aion: ~p of run ~s not applied: ~p", [Kind, RunId, Reason]),
-            ok
+            gen_server:cast(server(Ctx), fire_failed)
     end.
 
 now_ms() -> erlang:system_time(millisecond).

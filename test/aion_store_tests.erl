@@ -275,6 +275,12 @@ timers_test() ->
         ?assertEqual({ok, [{<<"a">>, <<"t1">>, 100}]}, aion_store:due_timers(S, 1000, 1)),
         ?assertEqual({ok, []}, aion_store:due_timers(S, 1000, 0)),
         ?assertMatch({ok, [_, _, _]}, aion_store:due_timers(S, 1000, 1 bsl 80)),
+        %% After is exclusive, UpTo inclusive
+        ?assertEqual({ok, [{<<"b">>, <<"t1">>, 200}, {<<"a">>, <<"t2">>, 300}]},
+                     aion_store:due_timers(S, 100, 300, infinity)),
+        ?assertEqual({ok, [{<<"b">>, <<"t1">>, 200}]}, aion_store:due_timers(S, 100, 299, 10)),
+        ?assertEqual({ok, []}, aion_store:due_timers(S, 300, 1000, 10)),
+        ?assertError(badarg, aion_store:due_timers(S, after_all, 1000, 10)),
         %% rescheduling replaces
         {ok, [[]]} = aion_store:append(S, [#{run_id => <<"a">>, timers_put => [{<<"t1">>, 250}]}]),
         ?assertEqual({ok, [{<<"b">>, <<"t1">>, 200}, {<<"a">>, <<"t1">>, 250}, {<<"a">>, <<"t2">>, 300}]},
@@ -692,7 +698,8 @@ badarg_test() ->
         [?assertError(badarg, aion_store:append(S, Ops)) || Ops <- Bad],
         %% nothing was written by any of them
         ?assertEqual([1], seqs(S, <<"r">>)),
-        ?assertError(badarg, aion_nif:store_append(Ref, not_a_ref, [])),
+        ?assertError(badarg, aion_nif:store_append(Ref, not_a_ref, [], normal)),
+        ?assertError(badarg, aion_nif:store_append(Ref, make_ref(), [], urgent)),
         ?assertError(badarg, aion_store:append({aion_store_sqlite, make_ref()}, [])),
         ?assertError(badarg, aion_store:history(S, "r", 1)),
         ?assertError(badarg, aion_store:history(S, <<"r">>, one)),
