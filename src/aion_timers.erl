@@ -9,7 +9,10 @@
 %% rows that came within the horizon since (a timer armed far in the future): an
 %% arm within the horizon reaches the service by {@link arm/4}, so rows due before
 %% the last scan's bound are all in memory. A fire that failed (its row stays), a
-%% firer that died or {@link rescan/1} make the next scan read every row again.
+%% firer that died or {@link rescan/1} make the next scan read every row again; so
+%% does the first periodic scan 6 intervals after the last full read (an arm lost
+%% with a process killed between its append and its arm, see aion:resume_taken/4,
+%% is recovered without a restart).
 %% (Re-reading all rows every interval held firing for up to 0.5 s with 100,000
 %% sleeping runs.)
 %%
@@ -40,6 +43,7 @@
 -define(GROUP, 20).
 -define(MAX_TIMER, 16#FFFFFFFF).
 -define(BEFORE_ALL, -(1 bsl 63)).
+-define(FULL_EVERY, 6).
 
 %% @doc Starts the timer service of engine `Engine' (registered as
 %% `aion_ctx:proc_name(Engine, timers)'). Engine options read: `timer_horizon',
@@ -97,7 +101,8 @@ server(#{name := Name}) -> aion_ctx:proc_name(Name, timers).
 %%   scanner   undefined | pid(); rescan_due: a rescan was asked while scanning
 %%   covered   undefined (the next scan reads every row) | every row due up to this
 %%             time (ms) is armed, being fired or gone; epoch counts full rescans
-%%             asked for (a scan started before one does not set covered)
+%%             asked for (a scan started before one does not set covered);
+%%             full_at: when the last full read started (ms)
 %% ETS keeps the per-timer cost of arming and firing at a few microseconds without
 %% garbage, so 100,000 timers falling due together leave this server in well under
 %% a second, a batch at a time.
@@ -119,7 +124,7 @@ init(Engine) ->
           sched => ets:new(sched, [ordered_set, protected]),
           inflight => ets:new(inflight, [set, protected]),
           wake => undefined, firers => #{}, scanner => undefined, rescan_due => false,
-          covered => undefined, epoch => 0,
+          covered => undefined, epoch => 0, full_at => now_ms(),
           tick => undefined},
     {ok, S, {continue, scan}}.
 
@@ -162,8 +167,12 @@ handle_cast(_Msg, S) ->
 -spec handle_info(term(), state()) -> {noreply, state()}.
 handle_info(wake, S) ->
     {noreply, reschedule(fire_due(S#{wake => undefined}))};
-handle_info(tick, S) ->
-    {noreply, start_scan(S#{tick => undefined})};
+handle_info(tick, #{full_at := At, interval := I} = S) ->
+    S1 = case now_ms() - At >= ?FULL_EVERY * I of
+             true -> full_rescan(S);
+             false -> S
+         end,
+    {noreply, start_scan(S1#{tick => undefined})};
 handle_info({scan_result, Pid, Epoch, Rows, {Covered, Next}}, #{scanner := Pid} = S) ->
     S1 = case S of
              #{epoch := Epoch} -> S#{covered => Covered};
@@ -294,17 +303,17 @@ start_scan(#{scanner := P} = S) when is_pid(P) ->
 start_scan(#{ctx := #{store := Store}, horizon := H, limit := Limit, armed := A,
              inflight := I, covered := Covered, epoch := Epoch} = S) ->
     Self = self(),
-    After = case Covered of
-                undefined -> ?BEFORE_ALL;
-                _ -> Covered
-            end,
+    {After, FullAt} = case Covered of
+                          undefined -> {?BEFORE_ALL, now_ms()};
+                          _ -> {Covered, maps:get(full_at, S)}
+                      end,
     Pid = spawn_link(fun() ->
                              UpTo = now_ms() + H,
                              {ok, Rows} = aion_store:due_timers(Store, After, UpTo, Limit),
                              Self ! {scan_result, self(), Epoch, new_rows(Rows, A, I),
                                      scan_end(Rows, After, UpTo, Limit)}
                      end),
-    S#{scanner => Pid, rescan_due => false}.
+    S#{scanner => Pid, rescan_due => false, full_at => FullAt}.
 
 %% The next scan reads every row again (a fire failed or a firer died, leaving rows
 %% the schedule may not hold; a rescan was asked for). A scan running now was

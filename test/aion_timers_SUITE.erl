@@ -69,6 +69,8 @@ cancelled_never_fires(Config) ->
     ?assertEqual([timer_fired], [T || #{type := T} <- ?H:events(Ctx, RunId, [timer_fired])]).
 
 rescan_recovers_missed(Config) ->
+    %% (A periodic full read, every 6 intervals, finds it: scans in between read
+    %% only rows new to the horizon.)
     Ctx = ?config(ctx, Config),
     {RunId, _} = ?H:create_run(Ctx, <<"t">>),
     %% Never armed (as if the arm was lost): the periodic rescan finds the row.
