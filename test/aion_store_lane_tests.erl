@@ -1,0 +1,167 @@
+%% EUnit tests of the store writer's two lanes: aion_store:append/3 with
+%% `#{priority => high}' (urgent lane, taken first; a normal transaction in progress
+%% is cut short for it and its not-started requests go back to the front).
+-module(aion_store_lane_tests).
+
+-include_lib("eunit/include/eunit.hrl").
+
+%%% ------------------------------------------------------------------ fixtures
+
+tmp_path(Name) ->
+    Dir = filename:join(os:getenv("TMPDIR", "/tmp"), "aion_store_lane_tests"),
+    ok = filelib:ensure_dir(filename:join(Dir, "x")),
+    N = erlang:unique_integer([positive]),
+    filename:join(Dir, io_lib:format("~s_~s_~b.db", [Name, os:getpid(), N])).
+
+with_store(Fun) ->
+    Path = tmp_path("t"),
+    {ok, S} = aion_store:open(Path, #{}),
+    try
+        Fun(S)
+    after
+        ok = aion_store:close(S),
+        [file:delete(Path ++ Suffix) || Suffix <- ["", "-wal", "-shm"]]
+    end.
+
+new_run(S, RunId) ->
+    Op = #{run_id => RunId,
+           create => #{workflow_id => <<"w-", RunId/binary>>, type => <<"wf">>,
+                       status => <<"running">>, started_at => 1000},
+           events => [{<<"workflow_started">>, 1000, <<"{}">>}]},
+    {ok, [[1]]} = aion_store:append(S, [Op]),
+    ok.
+
+%% An event whose data names who wrote it (checked against the history).
+ev(Who, K) ->
+    {<<"e">>, K, iolist_to_binary(io_lib:format("{\"w\":\"~s\",\"k\":~b}", [Who, K]))}.
+
+history(S, RunId) ->
+    {ok, H} = aion_store:history(S, RunId, 1),
+    H.
+
+%% Queues an append without waiting (several in flight from one process); the
+%% reply comes as {Tag, Reply}.
+send(S, Ops, Prio) ->
+    {aion_store_sqlite, Ref} = S,
+    Tag = make_ref(),
+    ok = aion_nif:store_append(Ref, Tag, Ops, Prio),
+    Tag.
+
+reply(Tag) ->
+    receive {Tag, R} -> R after 60000 -> error({no_reply, Tag}) end.
+
+%%% --------------------------------------------------------------------- tests
+
+priority_option_test() ->
+    with_store(fun(S) ->
+        ok = new_run(S, <<"r">>),
+        Op = fun(K) -> #{run_id => <<"r">>, events => [ev(x, K), ev(x, K + 1)]} end,
+        ?assertEqual({ok, [[2, 3]]}, aion_store:append(S, [Op(2)], #{priority => high})),
+        ?assertEqual({ok, [[4, 5]]}, aion_store:append(S, [Op(4)], #{})),
+        ?assertEqual({ok, [[6, 7]]}, aion_store:append(S, [Op(6)], #{priority => normal})),
+        %% several ops in one high-priority call: one transaction, seqs per op
+        ?assertEqual({ok, [[8, 9], [10, 11]]},
+                     aion_store:append(S, [Op(8), Op(10)], #{priority => high})),
+        ?assertEqual(lists:seq(1, 11), [Seq || {Seq, _, _, _} <- history(S, <<"r">>)]),
+        ?assertEqual(lists:seq(2, 11), [At || {_, _, At, _} <- tl(history(S, <<"r">>))]),
+        %% errors of the urgent lane are those of append/2, nothing written
+        ?assertEqual({error, {sequence_conflict, 5, 12}},
+                     aion_store:append(S, [(Op(12))#{expected_seq => 5}], #{priority => high})),
+        ?assertEqual({error, {not_found, <<"nope">>}},
+                     aion_store:append(S, [Op(12), #{run_id => <<"nope">>, events => [ev(x, 1)]}],
+                                       #{priority => high})),
+        ?assertEqual({error, {timer_gone, <<"t">>}},
+                     aion_store:append(S, [(Op(12))#{timers_take => [<<"t">>]}],
+                                       #{priority => high})),
+        ?assertEqual(11, length(history(S, <<"r">>))),
+        %% a large request (parsed on a dirty scheduler) in the urgent lane
+        Many = [ev(x, K) || K <- lists:seq(12, 611)],
+        {ok, [Seqs]} = aion_store:append(S, [#{run_id => <<"r">>, events => Many}],
+                                         #{priority => high}),
+        ?assertEqual(lists:seq(12, 611), Seqs)
+    end).
+
+unknown_priority_is_badarg_test() ->
+    with_store(fun(S) ->
+        {aion_store_sqlite, Ref} = S,
+        ok = new_run(S, <<"r">>),
+        Op = #{run_id => <<"r">>, events => [ev(x, 2)]},
+        [?assertError(badarg, aion_store:append(S, [Op], #{priority => P}))
+         || P <- [bogus, urgent, low, <<"high">>, 1, undefined]],
+        [?assertError(badarg, aion_nif:store_append(Ref, make_ref(), [Op], P))
+         || P <- [bogus, <<"normal">>, {high}, 0]],
+        %% nothing was queued: no stray reply, nothing written
+        receive {Tag, _} = Stray when is_reference(Tag) -> error({stray, Stray}) after 0 -> ok end,
+        ?assertEqual(1, length(history(S, <<"r">>))),
+        %% the store still works in both lanes
+        ?assertEqual({ok, [[2]]}, aion_store:append(S, [Op], #{priority => high})),
+        ?assertEqual({ok, [[3]]}, aion_store:append(S, [Op], #{priority => normal}))
+    end).
+
+%% 2,000 normal appends (50 processes, 40 each, all in flight at once, each to its own
+%% run with expected_seq) and 400 high-priority ones (10 processes, same shape), plus
+%% 5 runs written by both lanes: every append gets its reply, seqs per run are
+%% contiguous from 1, each reply's seqs hold that append's events, none lost or
+%% duplicated. The normal lane keeps its order across cut transactions (expected_seq
+%% would conflict otherwise).
+lanes_under_load_test_() ->
+    {timeout, 120, fun() ->
+        with_store(fun(S) ->
+            Own = [{normal, <<"n", (integer_to_binary(I))/binary>>} || I <- lists:seq(1, 50)]
+                ++ [{high, <<"h", (integer_to_binary(I))/binary>>} || I <- lists:seq(1, 10)],
+            Mixed = [<<"m", (integer_to_binary(I))/binary>> || I <- lists:seq(1, 5)],
+            [ok = new_run(S, R) || {_, R} <- Own],
+            [ok = new_run(S, R) || R <- Mixed],
+            Parent = self(),
+            OwnPids = [spawn_link(fun() -> Parent ! {self(), own_writer(S, Prio, R, 40)} end)
+                       || {Prio, R} <- Own],
+            MixedPids = [spawn_link(fun() -> Parent ! {self(), mixed_writer(S, Prio, W, Mixed)} end)
+                         || {Prio, W} <- [{P, {P, I}} || P <- [normal, high], I <- lists:seq(1, 5)]],
+            lists:foreach(fun(P) ->
+                                  {Expected, Replies, Sent, Stored} =
+                                      receive {P, R} -> R after 60000 -> error(timeout) end,
+                                  ?assertEqual(Expected, Replies),
+                                  ?assertEqual(Sent, Stored)
+                          end, OwnPids),
+            Written = lists:append([receive {P, R} -> R after 60000 -> error(timeout) end
+                                    || P <- MixedPids]),
+            %% mixed runs: every reply's seqs hold its events, together 2..N exactly
+            lists:foreach(
+              fun(RunId) ->
+                      H = history(S, RunId),
+                      Mine = [{Seq, Data} || {R, Seqs, Datas} <- Written, R =:= RunId,
+                                             {Seq, Data} <- lists:zip(Seqs, Datas)],
+                      ?assertEqual(lists:seq(1, length(H)), [Seq || {Seq, _, _, _} <- H]),
+                      ?assertEqual(lists:sort(Mine), [{Seq, D} || {Seq, _, _, D} <- tl(H)])
+              end, Mixed),
+            ?assertEqual(10 * 20 * 5, length(Written))
+        end)
+    end}.
+
+%% N appends of 3 events to RunId, all queued before any reply is read; returns
+%% {ExpectedReplies, Replies, EventsSent, History}.
+own_writer(S, Prio, RunId, N) ->
+    Ops = [#{run_id => RunId, expected_seq => 2 + 3 * (K - 1),
+             events => [ev(RunId, 3 * K + J) || J <- [0, 1, 2]]} || K <- lists:seq(1, N)],
+    Tags = [send(S, [Op], Prio) || Op <- Ops],
+    Replies = [reply(T) || T <- Tags],
+    Expected = [{ok, [[2 + 3 * (K - 1) + J || J <- [0, 1, 2]]]} || K <- lists:seq(1, N)],
+    Events = [{Seq, T, At, D} || {Seq, {T, At, D}} <- lists:zip(lists:seq(1, 3 * N + 1),
+                                                                  [{<<"workflow_started">>, 1000, <<"{}">>}
+                                                                   | [E || #{events := Es} <- Ops, E <- Es]])],
+    {Expected, Replies, Events, history(S, RunId)}.
+
+%% 20 rounds: one 2-event append to each of the runs (in flight together);
+%% returns [{RunId, Seqs, Datas}].
+mixed_writer(S, Prio, {P, I}, Runs) ->
+    Who = io_lib:format("~s~b", [P, I]),
+    lists:append(
+      [begin
+           Sent = [{R, [ev(Who, 2 * Round), ev(Who, 2 * Round + 1)]} || R <- Runs],
+           Tags = [send(S, [#{run_id => R, events => Es}], Prio) || {R, Es} <- Sent],
+           [begin
+                {ok, [Seqs]} = reply(T),
+                2 = length(Seqs),
+                {R, Seqs, [D || {_, _, D} <- Es]}
+            end || {T, {R, Es}} <- lists:zip(Tags, Sent)]
+       end || Round <- lists:seq(1, 20)]).
