@@ -138,18 +138,31 @@ lanes_under_load_test_() ->
         end)
     end}.
 
-%% N appends of 3 events to RunId, all queued before any reply is read; returns
-%% {ExpectedReplies, Replies, EventsSent, History}.
+%% N appends of 3 events to RunId, 8 in flight at any time (a new one is queued as
+%% each reply comes, so requests keep arriving while the writer applies a batch);
+%% returns {ExpectedReplies, Replies, EventsSent, History}.
 own_writer(S, Prio, RunId, N) ->
     Ops = [#{run_id => RunId, expected_seq => 2 + 3 * (K - 1),
              events => [ev(RunId, 3 * K + J) || J <- [0, 1, 2]]} || K <- lists:seq(1, N)],
-    Tags = [send(S, [Op], Prio) || Op <- Ops],
-    Replies = [reply(T) || T <- Tags],
+    {First, Rest} = lists:split(8, Ops),
+    Replies = window(S, Prio, queue:from_list([send(S, [Op], Prio) || Op <- First]), Rest, []),
     Expected = [{ok, [[2 + 3 * (K - 1) + J || J <- [0, 1, 2]]]} || K <- lists:seq(1, N)],
     Events = [{Seq, T, At, D} || {Seq, {T, At, D}} <- lists:zip(lists:seq(1, 3 * N + 1),
                                                                   [{<<"workflow_started">>, 1000, <<"{}">>}
                                                                    | [E || #{events := Es} <- Ops, E <- Es]])],
     {Expected, Replies, Events, history(S, RunId)}.
+
+window(S, Prio, InFlight, Ops, Acc) ->
+    case queue:out(InFlight) of
+        {empty, _} ->
+            lists:reverse(Acc);
+        {{value, Tag}, Q} ->
+            R = reply(Tag),
+            case Ops of
+                [Op | More] -> window(S, Prio, queue:in(send(S, [Op], Prio), Q), More, [R | Acc]);
+                [] -> window(S, Prio, Q, [], [R | Acc])
+            end
+    end.
 
 %% 20 rounds: one 2-event append to each of the runs (in flight together);
 %% returns [{RunId, Seqs, Datas}].
