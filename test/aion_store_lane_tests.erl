@@ -145,7 +145,8 @@ own_writer(S, Prio, RunId, N) ->
     Ops = [#{run_id => RunId, expected_seq => 2 + 3 * (K - 1),
              events => [ev(RunId, 3 * K + J) || J <- [0, 1, 2]]} || K <- lists:seq(1, N)],
     {First, Rest} = lists:split(8, Ops),
-    Replies = window(S, Prio, queue:from_list([send(S, [Op], Prio) || Op <- First]), Rest, []),
+    Replies = window(S, Prio, queue:from_list([send(S, [Op], Prio) || Op <- First]),
+                     [[Op] || Op <- Rest], []),
     Expected = [{ok, [[2 + 3 * (K - 1) + J || J <- [0, 1, 2]]]} || K <- lists:seq(1, N)],
     Events = [{Seq, T, At, D} || {Seq, {T, At, D}} <- lists:zip(lists:seq(1, 3 * N + 1),
                                                                   [{<<"workflow_started">>, 1000, <<"{}">>}
@@ -159,7 +160,7 @@ window(S, Prio, InFlight, Ops, Acc) ->
         {{value, Tag}, Q} ->
             R = reply(Tag),
             case Ops of
-                [Op | More] -> window(S, Prio, queue:in(send(S, [Op], Prio), Q), More, [R | Acc]);
+                [Req | More] -> window(S, Prio, queue:in(send(S, Req, Prio), Q), More, [R | Acc]);
                 [] -> window(S, Prio, Q, [], [R | Acc])
             end
     end.
@@ -178,3 +179,97 @@ mixed_writer(S, Prio, {P, I}, Runs) ->
                 {R, Seqs, [D || {_, _, D} <- Es]}
             end || {T, {R, Es}} <- lists:zip(Tags, Sent)]
        end || Round <- lists:seq(1, 20)]).
+
+%% Normal requests that fail (sequence_conflict: no savepoint; timer_gone after its
+%% events were written: rolled back to its savepoint; not_found in a second op: the
+%% whole request) inside batches cut short by a stream of high-priority appends:
+%% each gets its own error, nothing of it is written, its neighbours commit.
+failures_in_cut_batches_test_() ->
+    {timeout, 120, fun() ->
+        with_store(fun(S) ->
+            Runs = [<<"f", (integer_to_binary(I))/binary>> || I <- lists:seq(1, 20)],
+            [ok = new_run(S, R) || R <- Runs ++ [<<"urgent">>]],
+            Parent = self(),
+            Streamer = spawn_link(fun() -> Parent ! {self(), stream_high(S, 2)} end),
+            Pids = [spawn_link(fun() -> Parent ! {self(), failing_writer(S, R, 60)} end)
+                    || R <- Runs],
+            lists:foreach(fun(P) ->
+                                  {Expected, Replies, Sent, Stored} =
+                                      receive {P, R} -> R after 60000 -> error(timeout) end,
+                                  ?assertEqual(Expected, Replies),
+                                  ?assertEqual(Sent, Stored)
+                          end, Pids),
+            Streamer ! stop,
+            Next = receive {Streamer, N} -> N after 60000 -> error(timeout) end,
+            ?assertEqual(lists:seq(1, Next - 1),
+                         [Seq || {Seq, _, _, _} <- history(S, <<"urgent">>)])
+        end)
+    end}.
+
+%% Appends one event at a time to run `urgent' with high priority until told to
+%% stop; returns the next seq.
+stream_high(S, Next) ->
+    {ok, [[Next]]} = aion_store:append(S, [#{run_id => <<"urgent">>, events => [ev(u, Next)],
+                                             expected_seq => Next}], #{priority => high}),
+    receive stop -> Next + 1 after 0 -> stream_high(S, Next + 1) end.
+
+%% N normal requests to RunId (8 in flight), every 5th, 7th and 11th failing;
+%% returns {ExpectedReplies, Replies, ExpectedHistory, History}.
+failing_writer(S, RunId, N) ->
+    Ops = [failing_op(RunId, K) || K <- lists:seq(1, N)],
+    {First, Rest} = lists:split(8, Ops),
+    Replies = window(S, normal, queue:from_list([send(S, Op, normal) || Op <- First]),
+                     Rest, []),
+    {Expected, Events, _} =
+        lists:foldl(fun({K, Op}, {Acc, Evs, Next}) ->
+                            case failing_reply(RunId, K, Next) of
+                                ok ->
+                                    [#{events := Es}] = Op,
+                                    {[{ok, [[Next, Next + 1]]} | Acc], Evs ++ Es, Next + 2};
+                                Error ->
+                                    {[Error | Acc], Evs, Next}
+                            end
+                    end, {[], [], 2}, lists:zip(lists:seq(1, N), Ops)),
+    Stored = [{T, At, D} || {_, T, At, D} <- tl(history(S, RunId))],
+    {lists:reverse(Expected), Replies, Events, Stored}.
+
+failing_op(RunId, K) ->
+    Es = [ev(RunId, 2 * K), ev(RunId, 2 * K + 1)],
+    if
+        K rem 5 =:= 0 -> [#{run_id => RunId, events => Es, expected_seq => 1}];
+        K rem 7 =:= 0 -> [#{run_id => RunId, events => Es, timers_take => [<<"none">>]}];
+        K rem 11 =:= 0 -> [#{run_id => RunId, events => Es},
+                           #{run_id => <<"ghost">>, events => [ev(RunId, 0)]}];
+        true -> [#{run_id => RunId, events => Es}]
+    end.
+
+failing_reply(_RunId, K, Next) when K rem 5 =:= 0 -> {error, {sequence_conflict, 1, Next}};
+failing_reply(_RunId, K, _Next) when K rem 7 =:= 0 -> {error, {timer_gone, <<"none">>}};
+failing_reply(_RunId, K, _Next) when K rem 11 =:= 0 -> {error, {not_found, <<"ghost">>}};
+failing_reply(_RunId, _K, _Next) -> ok.
+
+%% A high-priority append queued behind a backlog commits ahead of it. While the
+%% writer applies a large normal request A (100,000 events), a large one B (50,000
+%% events) and 200 small ones are queued to the same run: after A, the writer takes
+%% them as one normal transaction. The high append is queued when A's reply comes,
+%% while B is applied (far longer than that hop): the transaction is cut after B and
+%% the high append commits before every small one (without the urgent lane, or
+%% without the cut, it would come after them). Order within the normal lane is kept.
+urgent_overtakes_backlog_test_() ->
+    {timeout, 60, fun() ->
+        with_store(fun(S) ->
+            ok = new_run(S, <<"r">>),
+            Op = fun(Who, Ks) -> [#{run_id => <<"r">>, events => [ev(Who, K) || K <- Ks]}] end,
+            A = send(S, Op(a, lists:seq(1, 100000)), normal),
+            B = send(S, Op(b, lists:seq(1, 50000)), normal),
+            Small = [send(S, Op(small, [K]), normal) || K <- lists:seq(1, 200)],
+            ?assertEqual({ok, [lists:seq(2, 100001)]}, reply(A)),
+            High = send(S, Op(high, [1]), high),
+            {ok, [[HighSeq]]} = reply(High),
+            ?assertEqual({ok, [lists:seq(100002, 150001)]}, reply(B)),
+            SmallSeqs = [begin {ok, [[Seq]]} = reply(T), Seq end || T <- Small],
+            ?assertEqual(lists:seq(hd(SmallSeqs), hd(SmallSeqs) + 199), SmallSeqs),
+            ?assert(HighSeq < hd(SmallSeqs)),
+            ?assertEqual(lists:seq(1, 150202), [Seq || {Seq, _, _, _} <- history(S, <<"r">>)])
+        end)
+    end}.
