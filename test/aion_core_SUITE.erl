@@ -11,7 +11,7 @@
          cancelled_timer_never_fires/1, parallel_and_wait_all/1,
          replay_is_deterministic/1, nondeterminism_stuck_then_retry/1,
          bad_input_records_nothing/1, id_reuse_and_conflict/1, info_and_misuse/1,
-         run_deadlines/1, cancel_request_observed/1]).
+         run_deadlines/1, cancel_request_observed/1, sleep_beyond_horizon/1]).
 
 -define(W, aion_test_workflows).
 
@@ -20,7 +20,7 @@ all() ->
      describe_list_count, sleep_fires, wait_any_history_order,
      cancelled_timer_never_fires, parallel_and_wait_all, replay_is_deterministic,
      nondeterminism_stuck_then_retry, bad_input_records_nothing, id_reuse_and_conflict,
-     info_and_misuse, run_deadlines, cancel_request_observed].
+     info_and_misuse, run_deadlines, cancel_request_observed, sleep_beyond_horizon].
 
 init_per_suite(Config) -> aion_ct:init_per_suite(Config).
 
@@ -28,7 +28,11 @@ end_per_suite(Config) -> aion_ct:end_per_suite(Config).
 
 init_per_testcase(TC, Config) ->
     Path = aion_ct:db_path(Config, atom_to_list(TC) ++ ".db"),
-    _ = aion_ct:start_engine(aion_default, Path),
+    Extra = case TC of
+                sleep_beyond_horizon -> #{timer_horizon => 200, timer_rescan_interval => 100};
+                _ -> #{}
+            end,
+    _ = aion_ct:start_engine(aion_default, Path, Extra),
     true = register(aion_test_sink, self()),
     [{db, Path} | Config].
 
@@ -152,6 +156,19 @@ sleep_fires(_Config) ->
      #{timer_id := <<"t1">>, recorded_at := FiredAt}, _] = aion_ct:history(Wid),
     ?assertEqual(At + 200, FireAt),
     true = FiredAt >= FireAt.
+
+%% Horizon 200 ms: a 1,000 ms sleep is not kept in memory when it starts; the
+%% periodic scans (reading rows new to the horizon) pick it up and it fires.
+sleep_beyond_horizon(_Config) ->
+    Wid = start(#{kind => sleep, ms => 1000}),
+    {ok, Elapsed} = aion:await(Wid, 10000),
+    true = Elapsed >= 1000,
+    [workflow_started, timer_started, timer_fired, workflow_completed] =
+        aion_ct:types(aion_ct:history(Wid)),
+    [_, #{timer_id := <<"t1">>, fire_at := FireAt},
+     #{timer_id := <<"t1">>, recorded_at := FiredAt}, _] = aion_ct:history(Wid),
+    ?assert(FiredAt >= FireAt),
+    ?assertEqual(0, aion_timers:armed(aion_ctx:get(aion_default))).
 
 wait_any_history_order(_Config) ->
     %% The activity settles first: position 2; the timer is then cancelled.

@@ -7,19 +7,22 @@
 -export([fires_and_delivers/1, cancelled_never_fires/1, rescan_recovers_missed/1,
          beyond_horizon/1, due_while_down_fires_at_start/1, closed_run_refuses/1,
          run_timeout_closes_run/1, rearm_replaces/1, many_timers/1,
-         cancelled_inside_group/1]).
+         cancelled_inside_group/1, scan_limit_fires_once/1, rescan_rereads_rows/1]).
 
 -define(H, aion_b_harness).
 
 all() ->
     [fires_and_delivers, cancelled_never_fires, rescan_recovers_missed, beyond_horizon,
      due_while_down_fires_at_start, closed_run_refuses, run_timeout_closes_run,
-     rearm_replaces, many_timers, cancelled_inside_group].
+     rearm_replaces, many_timers, cancelled_inside_group, scan_limit_fires_once,
+     rescan_rereads_rows].
 
 init_per_testcase(TC, Config) ->
     Opts = case TC of
                rescan_recovers_missed -> #{timer_rescan_interval => 200};
                beyond_horizon -> #{timer_horizon => 300, timer_rescan_interval => 100};
+               scan_limit_fires_once -> #{timer_horizon => 200, timer_rescan_interval => 100,
+                                          timer_scan_limit => 10};
                _ -> #{}
            end,
     Ctx = ?H:start(?config(priv_dir, Config), Opts),
@@ -202,3 +205,60 @@ cancelled_inside_group(Config) ->
     Fired = [T || #{timer_id := T} <- ?H:events(Ctx, RunId, [timer_fired])],
     ?assertEqual(lists:sort(Ids -- [<<"t7">>]), lists:sort(Fired)),
     ?assertEqual([], ?H:events(Ctx, Closed, [timer_fired])).
+
+scan_limit_fires_once(Config) ->
+    %% 300 timers of 10 runs beyond the 200 ms horizon (armed: the service leaves
+    %% them to its scans), 20 sharing each fire time; scans read at most 10 rows, so
+    %% every scan is cut at its limit (some with all rows at one fire time). Every
+    %% timer fires, exactly once.
+    #{store := Store} = Ctx = ?config(ctx, Config),
+    Runs = [element(1, ?H:create_run(Ctx, <<"l">>)) || _ <- lists:seq(1, 10)],
+    Ids = [<<"t", (integer_to_binary(I))/binary>> || I <- lists:seq(1, 30)],
+    T0 = erlang:monotonic_time(millisecond),
+    Base = erlang:system_time(millisecond) + 500,
+    Timers = [{RunId, Id, Base + 50 * ((N * 30 + I) rem 15)}
+              || {N, RunId} <- lists:zip(lists:seq(0, 9), Runs),
+                 {I, Id} <- lists:zip(lists:seq(1, 30), Ids)],
+    lists:foreach(fun(RunId) ->
+                          {ok, _} = aion_store:append(
+                                      Store, [#{run_id => RunId,
+                                                timers_put => [{Id, At} || {R, Id, At} <- Timers,
+                                                                           R =:= RunId]}])
+                  end, Runs),
+    [aion_timers:arm(Ctx, RunId, Id, At) || {RunId, Id, At} <- Timers],
+    %% (written and armed before any of them came within the horizon)
+    ?assert(erlang:monotonic_time(millisecond) - T0 < 300),
+    ?H:wait_until(fun() -> rows(Ctx) =:= [] end, 60000),
+    ?H:wait_until(fun() -> aion_timers:armed(Ctx) =:= 0 end, 10000),
+    lists:foreach(
+      fun(RunId) ->
+              Fired = [{T, At} || #{type := timer_fired, timer_id := T, recorded_at := At}
+                                      <- ?H:history(Ctx, RunId)],
+              ?assertEqual(lists:sort(Ids), lists:sort([T || {T, _} <- Fired])),
+              [?assert(At >= FireAt) || {T, At} <- Fired, {R, Id, FireAt} <- Timers,
+                                        R =:= RunId, Id =:= T]
+      end, Runs).
+
+rescan_rereads_rows(Config) ->
+    %% A row within the horizon that the service was never told about (no arm):
+    %% the periodic scans (reading only rows new to the horizon) leave it, rescan/1
+    %% reads every row again and arms it.
+    #{name := Name, store := Store} = Ctx = ?config(ctx, Config),
+    Server = aion_ctx:proc_name(Name, timers),
+    Covered = fun() -> maps:get(covered, sys:get_state(Server)) end,
+    %% the scan at start is done
+    ?H:wait_until(fun() -> is_integer(Covered()) end, 10000),
+    {RunId, _} = ?H:create_run(Ctx, <<"r">>),
+    FireAt = erlang:system_time(millisecond) + 2000,
+    {ok, _} = aion_store:append(Store, [#{run_id => RunId, timers_put => [{<<"t1">>, FireAt}]}]),
+    %% a periodic scan after the write (forced: the interval is 10 s) does not arm it
+    C0 = Covered(),
+    ?assert(C0 >= FireAt),
+    Server ! tick,
+    ?H:wait_until(fun() -> Covered() > C0 end, 10000),
+    ?assertEqual(0, aion_timers:armed(Ctx)),
+    ok = aion_timers:rescan(Ctx),
+    ?H:wait_until(fun() -> aion_timers:armed(Ctx) =:= 1 end, 1500),
+    Ev = wait_fired(Ctx, RunId, <<"t1">>),
+    ?assert(maps:get(recorded_at, Ev) >= FireAt),
+    ?assertEqual([], rows(Ctx)).
