@@ -752,16 +752,18 @@ static void send_replies(db_res *db, req_t *list)
 static req_queue queue_take(req_queue *q)
 {
     req_queue b = *q;
-    if (q->len <= MAX_BATCH) {
+    if (q->len <= MAX_BATCH || q->head == NULL) {
         *q = (req_queue){NULL, NULL, 0};
         return b;
     }
-    b.tail = b.head;
-    for (unsigned i = 1; i < MAX_BATCH; i++)
+    unsigned n = 1;
+    for (b.tail = b.head; n < MAX_BATCH && b.tail->next != NULL; n++)
         b.tail = b.tail->next;
-    b.len = MAX_BATCH;
+    b.len = n;
     q->head = b.tail->next;
-    q->len -= MAX_BATCH;
+    if (q->head == NULL)
+        q->tail = NULL;
+    q->len -= n;
     b.tail->next = NULL;
     return b;
 }

@@ -273,3 +273,28 @@ urgent_overtakes_backlog_test_() ->
             ?assertEqual(lists:seq(1, 150202), [Seq || {Seq, _, _, _} <- history(S, <<"r">>)])
         end)
     end}.
+
+%% More requests queued than one transaction takes (4,096): while the writer applies
+%% a large request, 5,000 small normal ones (with expected_seq) and 10 high ones are
+%% queued; the writer takes the normal lane in slices, cut by the high ones, and
+%% keeps its order: every reply is exact, the history contiguous.
+more_than_a_batch_test_() ->
+    {timeout, 60, fun() ->
+        with_store(fun(S) ->
+            ok = new_run(S, <<"r">>),
+            ok = new_run(S, <<"u">>),
+            Big = send(S, [#{run_id => <<"r">>, events => [ev(big, K) || K <- lists:seq(1, 100000)]}],
+                       normal),
+            Tags = lists:append(
+                     [[{normal, Seq, send(S, [#{run_id => <<"r">>, events => [ev(s, Seq)],
+                                                expected_seq => Seq}], normal)}
+                       || Seq <- lists:seq(100002 + 500 * (J - 1), 100001 + 500 * J)]
+                      ++ [{high, J + 1, send(S, [#{run_id => <<"u">>, events => [ev(u, J)],
+                                                   expected_seq => J + 1}], high)}]
+                      || J <- lists:seq(1, 10)]),
+            ?assertEqual({ok, [lists:seq(2, 100001)]}, reply(Big)),
+            [?assertEqual({Lane, {ok, [[Seq]]}}, {Lane, reply(T)}) || {Lane, Seq, T} <- Tags],
+            ?assertEqual(lists:seq(1, 105001), [Seq || {Seq, _, _, _} <- history(S, <<"r">>)]),
+            ?assertEqual(lists:seq(1, 11), [Seq || {Seq, _, _, _} <- history(S, <<"u">>)])
+        end)
+    end}.
