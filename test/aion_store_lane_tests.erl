@@ -5,23 +5,9 @@
 
 -include_lib("eunit/include/eunit.hrl").
 
+-import(aion_store_fixture, [with_store/1]).
+
 %%% ------------------------------------------------------------------ fixtures
-
-tmp_path(Name) ->
-    Dir = filename:join(os:getenv("TMPDIR", "/tmp"), "aion_store_lane_tests"),
-    ok = filelib:ensure_dir(filename:join(Dir, "x")),
-    N = erlang:unique_integer([positive]),
-    filename:join(Dir, io_lib:format("~s_~s_~b.db", [Name, os:getpid(), N])).
-
-with_store(Fun) ->
-    Path = tmp_path("t"),
-    {ok, S} = aion_store:open(Path, #{}),
-    try
-        Fun(S)
-    after
-        ok = aion_store:close(S),
-        [file:delete(Path ++ Suffix) || Suffix <- ["", "-wal", "-shm"]]
-    end.
 
 new_run(S, RunId) ->
     Op = #{run_id => RunId,
@@ -34,6 +20,16 @@ new_run(S, RunId) ->
 %% An event whose data names who wrote it (checked against the history).
 ev(Who, K) ->
     {<<"e">>, K, iolist_to_binary(io_lib:format("{\"w\":\"~s\",\"k\":~b}", [Who, K]))}.
+
+%% Each writer's result: the replies it expected and got, the events it sent and
+%% those stored.
+check_writers(Pids) ->
+    lists:foreach(fun(P) ->
+                          {Expected, Replies, Sent, Stored} =
+                              receive {P, R} -> R after 60000 -> error(timeout) end,
+                          ?assertEqual(Expected, Replies),
+                          ?assertEqual(Sent, Stored)
+                  end, Pids).
 
 history(S, RunId) ->
     {ok, H} = aion_store:history(S, RunId, 1),
@@ -117,12 +113,7 @@ lanes_under_load_test_() ->
                        || {Prio, R} <- Own],
             MixedPids = [spawn_link(fun() -> Parent ! {self(), mixed_writer(S, Prio, W, Mixed)} end)
                          || {Prio, W} <- [{P, {P, I}} || P <- [normal, high], I <- lists:seq(1, 5)]],
-            lists:foreach(fun(P) ->
-                                  {Expected, Replies, Sent, Stored} =
-                                      receive {P, R} -> R after 60000 -> error(timeout) end,
-                                  ?assertEqual(Expected, Replies),
-                                  ?assertEqual(Sent, Stored)
-                          end, OwnPids),
+            check_writers(OwnPids),
             Written = lists:append([receive {P, R} -> R after 60000 -> error(timeout) end
                                     || P <- MixedPids]),
             %% mixed runs: every reply's seqs hold its events, together 2..N exactly
@@ -193,12 +184,7 @@ failures_in_cut_batches_test_() ->
             Streamer = spawn_link(fun() -> Parent ! {self(), stream_high(S, 2)} end),
             Pids = [spawn_link(fun() -> Parent ! {self(), failing_writer(S, R, 60)} end)
                     || R <- Runs],
-            lists:foreach(fun(P) ->
-                                  {Expected, Replies, Sent, Stored} =
-                                      receive {P, R} -> R after 60000 -> error(timeout) end,
-                                  ?assertEqual(Expected, Replies),
-                                  ?assertEqual(Sent, Stored)
-                          end, Pids),
+            check_writers(Pids),
             Streamer ! stop,
             Next = receive {Streamer, N} -> N after 60000 -> error(timeout) end,
             ?assertEqual(lists:seq(1, Next - 1),

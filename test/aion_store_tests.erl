@@ -3,30 +3,9 @@
 
 -include_lib("eunit/include/eunit.hrl").
 
+-import(aion_store_fixture, [tmp_path/1, rm_db/1, with_store/1]).
+
 %%% ------------------------------------------------------------------ fixtures
-
-tmp_path(Name) ->
-    Dir = filename:join(os:getenv("TMPDIR", "/tmp"), "aion_store_tests"),
-    ok = filelib:ensure_dir(filename:join(Dir, "x")),
-    N = erlang:unique_integer([positive]),
-    filename:join(Dir, io_lib:format("~s_~s_~b.db", [Name, os:getpid(), N])).
-
-rm_db(Path) ->
-    [file:delete(Path ++ Suffix) || Suffix <- ["", "-wal", "-shm"]],
-    ok.
-
-with_store(Fun) ->
-    with_store(#{}, Fun).
-
-with_store(Opts, Fun) ->
-    Path = tmp_path("t"),
-    {ok, S} = aion_store:open(Path, Opts),
-    try
-        Fun(S)
-    after
-        ok = aion_store:close(S),
-        rm_db(Path)
-    end.
 
 create(RunId, Wid) ->
     create(RunId, Wid, #{}).
