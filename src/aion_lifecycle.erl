@@ -288,7 +288,7 @@ start_run(Ctx, RunId) ->
     case aion_run_sup:start_run(Ctx, RunId) of
         {ok, _} -> ok;
         {error, {already_started, _}} -> ok;
-        {error, already_resident} -> ok;
+        {error, {already_resident, _}} -> ok;
         {error, Reason} = E ->
             ?LOG_ERROR("aion: cannot start run ~s: ~p", [RunId, Reason]),
             E

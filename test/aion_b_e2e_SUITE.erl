@@ -11,6 +11,7 @@
          missing_heartbeat_times_out/1, cancelled_timer_never_fires/1,
          terminate_kills_activity/1, execution_timeout/1, run_timeout/1,
          pause_holds_until_resume/1, reopen_failed_run/1, retry_stuck_run/1,
+         retry_with_resident_process/1,
          lifecycle_errors/1, named_activity_on_worker/1, pool_bound/1,
          terminate_races_completions/1, activity_redispatched_after_restart/1,
          pause_survives_restart/1, timer_survives_restart/1, terminate_busy_workflow/1]).
@@ -23,7 +24,7 @@ all() ->
     [retries_backoff, non_retryable_stops_at_one, start_to_close_kills,
      missing_heartbeat_times_out, cancelled_timer_never_fires, terminate_kills_activity,
      execution_timeout, run_timeout, pause_holds_until_resume, reopen_failed_run,
-     retry_stuck_run, lifecycle_errors, named_activity_on_worker, pool_bound,
+     retry_stuck_run, retry_with_resident_process, lifecycle_errors, named_activity_on_worker, pool_bound,
      terminate_races_completions, activity_redispatched_after_restart,
      pause_survives_restart, timer_survives_restart, terminate_busy_workflow].
 
@@ -256,6 +257,25 @@ retry_stuck_run(Config) ->
     ok = aion:retry(W, e(Config)),
     ?assertEqual({ok, <<"woke">>}, await(Config, W)),
     {ok, #{stuck_reason := null}} = aion_store:get_run(Store, RunId).
+
+%% A stuck run that already has a process when retry starts one (an arrival, e.g.
+%% its timer firing, rehydrated it meanwhile): retry is ok and the run completes.
+retry_with_resident_process(Config) ->
+    #{store := Store} = Ctx = ctx(Config),
+    W = start(Config, #{do => sleep, ms => 300}),
+    {ok, #{run_id := RunId}} = aion:describe(W, e(Config)),
+    ok = aion_run:kill(Ctx, RunId),
+    {ok, _} = aion_store:append(Store, [#{run_id => RunId,
+                                          set => #{status => <<"stuck">>,
+                                                   stuck_reason => <<"{\"kind\":\"test\"}">>}}]),
+    {ok, Pid} = aion_run_sup:start_run(Ctx, RunId),
+    ok = aion:retry(W, e(Config)),
+    %% The kill may have come between the start's commit and the timer's arm (the
+    %% folded-start window): read the timer rows again rather than wait for the
+    %% periodic full read.
+    ok = aion_timers:rescan(Ctx),
+    ?assertEqual({ok, <<"woke">>}, await(Config, W)),
+    ?assertNot(is_process_alive(Pid)).
 
 lifecycle_errors(Config) ->
     E = e(Config),
