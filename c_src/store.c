@@ -175,8 +175,8 @@ static int wal_hook(void *arg, sqlite3 *c, const char *name, int pages)
  * hand-off) then paid for flushing all of them: 10-50 ms with 8-16 MB copied, with every
  * commit waiting. The frame counts a pass returns are those of the WAL it started from
  * (log = done after a pass that copied all of it), so they cannot tell whether SQLite
- * synced: the caller syncs after every pass that backfilled anything (a second sync of
- * a clean file costs well under a millisecond, on the checkpoint thread). */
+ * synced: the caller syncs after every pass that backfilled frames unless the WAL, as
+ * the writer's hook last saw it, ends where the pass stopped (SQLite synced then). */
 static void sync_db_file(sqlite3 *c)
 {
     sqlite3_file *f = NULL;
@@ -191,8 +191,17 @@ static int run_checkpoint(db_res *db, int *code, char *msg, size_t msg_sz, int *
     int log = -1, done = -1;
     pthread_mutex_lock(&db->ck_run);
     int rc = sqlite3_wal_checkpoint_v2(db->ck, NULL, SQLITE_CHECKPOINT_PASSIVE, &log, &done);
-    if (rc == SQLITE_OK && done > 0)
-        sync_db_file(db->ck);
+    if (rc == SQLITE_OK && done > 0) {
+        /* SQLite synced the file itself if no commit came after the frames the pass
+         * copied (the WAL then ends at done); the hook may lag a commit that SQLite
+         * saw, which only skips one sync: the hand-off's own checkpoint reaches the
+         * end and syncs before the WAL restarts, whatever this thread did. */
+        pthread_mutex_lock(&db->ck_mu);
+        uint64_t wal = db->ck_wal_pages;
+        pthread_mutex_unlock(&db->ck_mu);
+        if (wal > (uint64_t)done)
+            sync_db_file(db->ck);
+    }
     if (n_log != NULL)
         *n_log = log;
     if (n_ckpt != NULL)
