@@ -142,9 +142,10 @@ append(Store, Ops) -> append(Store, Ops, #{}).
 %% the normal lane always makes progress (at least one request per transaction).
 %% Order between calls of different priorities is not kept; calls from one process
 %% that each wait for their reply are ordered as ever. Errors: as {@link append/2};
-%% raises `badarg' for an unknown priority.
+%% raises `badarg' for an unknown priority or options that are not a map.
 -spec append(store(), [op()], append_opts()) -> {ok, [[pos_integer()]]} | {error, error_reason()}.
-append({M, Ref}, Ops, Opts) when is_map(Opts) -> M:append(Ref, Ops, Opts).
+append({M, Ref}, Ops, Opts) when is_map(Opts) -> M:append(Ref, Ops, Opts);
+append(_Store, _Ops, _Opts) -> error(badarg).
 
 %% @doc Events of `RunId' with seq >= `FromSeq', ascending; `{ok, []}' for an
 %% unknown run or past the head.

@@ -84,6 +84,8 @@ unknown_priority_is_badarg_test() ->
         Op = #{run_id => <<"r">>, events => [ev(x, 2)]},
         [?assertError(badarg, aion_store:append(S, [Op], #{priority => P}))
          || P <- [bogus, urgent, low, <<"high">>, 1, undefined]],
+        [?assertError(badarg, aion_store:append(S, [Op], O))
+         || O <- [[{priority, high}], high, undefined]],
         [?assertError(badarg, aion_nif:store_append(Ref, make_ref(), [Op], P))
          || P <- [bogus, <<"normal">>, {high}, 0]],
         %% nothing was queued: no stray reply, nothing written
