@@ -638,7 +638,12 @@ timers(Dir, SyncS) ->
     Delta = fun(K) -> (proplists:get_value(K, M1) - proplists:get_value(K, M0))
                           div max(1, Resident) end,
     #{runs := RunsTab} = aion_ctx:get(?ENGINE),
-    Sample = lists:sublist([P || {_, P} <- ets:tab2list(RunsTab)], 1000),
+    %% 1,000 entries, not a copy of the whole table (100,000 tuples on this process's
+    %% heap, which then collects all the fires).
+    Sample = case ets:select(RunsTab, [{{'_', '$1'}, [], ['$1']}], 1000) of
+                 {Ps, _Cont} -> Ps;
+                 '$end_of_table' -> []
+             end,
     Keys = [memory, total_heap_size, stack_size, garbage_collection_info],
     PInfo = [I || P <- Sample, I <- [erlang:process_info(P, Keys)], is_list(I)],
     Avg = fun(F) -> lists:sum([F(I) || I <- PInfo]) div max(1, length(PInfo)) end,
@@ -738,11 +743,16 @@ drain_fired(Acc) ->
     after 0 -> {Acc, length(Acc)}
     end.
 
-wait_fired(Got, Total, _Until) when Got >= Total ->
-    [];
+%% Tail-recursive: a body-recursive loop left one stack frame per fire (100,000), which
+%% every collection of this process scanned while the timers fired.
 wait_fired(Got, Total, Until) ->
+    wait_fired(Got, Total, Until, []).
+
+wait_fired(Got, Total, _Until, Acc) when Got >= Total ->
+    Acc;
+wait_fired(Got, Total, Until, Acc) ->
     Left = max(0, Until - erlang:system_time(millisecond)),
-    receive {fired, FireAt, Now} -> [Now - FireAt | wait_fired(Got + 1, Total, Until)]
+    receive {fired, FireAt, Now} -> wait_fired(Got + 1, Total, Until, [Now - FireAt | Acc])
     after Left -> error({timers_not_fired, Total - Got})
     end.
 
