@@ -670,9 +670,10 @@ static int urgent_waiting(db_res *db)
  * skip the savepoint; if one of them fails inside SQLite (it may have written part
  * of itself), the transaction is rolled back and -1 returned: the caller re-runs the
  * batch with safe = 1. Nothing of the batch is committed before the final COMMIT.
- * With cut = 1 (a normal-lane batch), once at least one request is applied and an
- * urgent request waits, the batch ends there: the requests not started move to
- * *rest (untouched, to be queued again) and what was applied commits. */
+ * The batch ends after MAX_BATCH requests, and with cut = 1 (a normal-lane batch)
+ * also once at least one request is applied and an urgent request waits: the
+ * requests not started move to *rest (untouched, to be queued again) and what was
+ * applied commits. */
 static int batch_apply(db_res *db, req_queue *b, int safe, int cut, req_queue *rest)
 {
     req_t *batch = b->head, *txn_first = batch;
@@ -680,7 +681,7 @@ static int batch_apply(db_res *db, req_queue *b, int safe, int cut, req_queue *r
     unsigned taken = 0;
     *rest = (req_queue){NULL, NULL, 0};
     for (req_t *r = batch, *prev = NULL; r != NULL; prev = r, r = r->next, taken++) {
-        if (cut && prev != NULL && urgent_waiting(db)) {
+        if (prev != NULL && (taken >= MAX_BATCH || (cut && urgent_waiting(db)))) {
             *rest = (req_queue){r, b->tail, b->len - taken};
             prev->next = NULL;
             b->tail = prev;
@@ -748,23 +749,12 @@ static void send_replies(db_res *db, req_t *list)
     }
 }
 
-/* Takes up to MAX_BATCH requests from the front of q, in order (empty if q is). */
+/* Takes every request of q, in order (empty if q is): batch_apply stops at MAX_BATCH
+ * and hands the rest back, so a long queue is never walked to split it. */
 static req_queue queue_take(req_queue *q)
 {
     req_queue b = *q;
-    if (q->len <= MAX_BATCH || q->head == NULL) {
-        *q = (req_queue){NULL, NULL, 0};
-        return b;
-    }
-    unsigned n = 1;
-    for (b.tail = b.head; n < MAX_BATCH && b.tail->next != NULL; n++)
-        b.tail = b.tail->next;
-    b.len = n;
-    q->head = b.tail->next;
-    if (q->head == NULL)
-        q->tail = NULL;
-    q->len -= n;
-    b.tail->next = NULL;
+    *q = (req_queue){NULL, NULL, 0};
     return b;
 }
 
@@ -778,8 +768,8 @@ static void queue_push_front(req_queue *q, const req_queue *l)
     q->len += l->len;
 }
 
-/* The writer: takes everything queued in one lane (the urgent one first; up to
- * MAX_BATCH), applies and commits it,
+/* The writer: takes everything queued in one lane (the urgent one first), applies and
+ * commits up to MAX_BATCH of it (the rest goes back to the front of its lane),
  * and hands the committed batch to the reply thread when it takes the next one
  * (record, then acknowledge; the writer never waits for the replies). A batch of
  * one request is answered by the writer itself: a lone caller (the latency path)
@@ -815,15 +805,17 @@ void *store_writer_main(void *arg)
             enif_mutex_unlock(db->mu);
             break;
         }
-        if (lane == LANE_URGENT && db->q[LANE_URGENT].head == NULL)
+        if (lane == LANE_URGENT)
             atomic_store_explicit(&db->urgent, 0, memory_order_release);
         enif_mutex_unlock(db->mu);
         req_queue rest;
         if (batch_apply(db, &b, 0, lane == LANE_NORMAL, &rest) != 0)
             (void)batch_apply(db, &b, 1, lane == LANE_NORMAL, &rest);
-        if (rest.head != NULL) { /* cut short for an urgent request: back to the front */
+        if (rest.head != NULL) { /* MAX_BATCH reached or cut short: back to the front */
             enif_mutex_lock(db->mu);
-            queue_push_front(&db->q[LANE_NORMAL], &rest);
+            queue_push_front(&db->q[lane], &rest);
+            if (lane == LANE_URGENT)
+                atomic_store_explicit(&db->urgent, 1, memory_order_release);
             enif_mutex_unlock(db->mu);
         }
         req_t *batch = b.head;
