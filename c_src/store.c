@@ -308,10 +308,10 @@ void store_reader_close(reader *rd)
 }
 
 /* Opens a connection with the database's settings. */
-static int conn_open(db_res *db, sqlite3 **out, int create)
+static int conn_open(db_res *db, sqlite3 **out, int create, const char *vfs)
 {
     int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | (create ? SQLITE_OPEN_CREATE : 0);
-    int rc = sqlite3_open_v2(db->path, out, flags, NULL);
+    int rc = sqlite3_open_v2(db->path, out, flags, vfs);
     if (rc != SQLITE_OK)
         return rc;
     sqlite3_extended_result_codes(*out, 1);
@@ -328,7 +328,7 @@ reader *store_reader_open(db_res *db, int *code, char *msg, size_t msg_sz)
         return NULL;
     }
     memset(rd, 0, sizeof *rd);
-    int rc = conn_open(db, &rd->c, 0);
+    int rc = conn_open(db, &rd->c, 0, NULL);
     if (rc == SQLITE_OK)
         rc = exec_sql(rd->c, "PRAGMA query_only=1");
     if (rc != SQLITE_OK) {
@@ -385,6 +385,7 @@ static void db_close_conns(db_res *db)
         sqlite3_close_v2(db->w);
         db->w = NULL;
     }
+    store_vfs_unregister(&db->vfs);
 }
 
 static void db_dtor(ErlNifEnv *env, void *obj)
@@ -480,7 +481,13 @@ static int db_open_conns(ErlNifEnv *env, db_res *db, ERL_NIF_TERM *err)
     ErlNifSInt64 found = 0;
     char mode[16] = "";
     sqlite3_stmt *st;
-    int rc = conn_open(db, &db->w, 1);
+    /* With synchronous=FULL every commit syncs the WAL before it is published, so
+     * the writer may gather a commit's WAL writes until then (store_vfs.c). */
+    int rc = SQLITE_OK;
+    if (db->sync_full)
+        rc = store_vfs_register(&db->vfs);
+    if (rc == SQLITE_OK)
+        rc = conn_open(db, &db->w, 1, db->vfs.registered ? db->vfs.name : NULL);
     if (rc == SQLITE_OK)
         rc = read_version(db->w, &found);
     if (rc != SQLITE_OK)
@@ -510,6 +517,11 @@ static int db_open_conns(ErlNifEnv *env, db_res *db, ERL_NIF_TERM *err)
                                 store_sqlite_reason(env, a, SQLITE_ERROR, "cannot enable WAL mode"));
         return 0;
     }
+    /* The writer's page cache: 16 MB. SQLite's B-tree balance renumbers pages through
+     * a temporary page number past the 1 GiB mark, and the next COMMIT then walks the
+     * whole cache's hash table to drop pages past the end of the file: ~10% of the
+     * writer's CPU during a timer storm at 16 MB, less with a smaller cache, but a 4 MB
+     * cache made bulk run creation 17-25% dearer (bench/RESULTS.md, fifth pass). */
     rc = exec_sql(db->w, "PRAGMA journal_size_limit=" WAL_SIZE_LIMIT ";"
                          "PRAGMA cache_size=-16000; PRAGMA temp_store=MEMORY;"
                          "PRAGMA wal_autocheckpoint=0");
@@ -540,7 +552,7 @@ static int db_open_conns(ErlNifEnv *env, db_res *db, ERL_NIF_TERM *err)
     if (rc != SQLITE_OK)
         goto sql_fail;
     sqlite3_wal_hook(db->w, wal_hook, db); /* after the pragma: it would replace the hook */
-    rc = conn_open(db, &db->ck, 0);
+    rc = conn_open(db, &db->ck, 0, NULL);
     if (rc == SQLITE_OK)
         rc = exec_sql(db->ck, "PRAGMA wal_autocheckpoint=0");
     if (rc != SQLITE_OK) {

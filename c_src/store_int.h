@@ -11,6 +11,7 @@
 #include <sqlite3.h>
 
 #include "store.h"
+#include "store_vfs.h"
 
 #define MAX_BATCH       4096 /* requests per group-commit transaction */
 #define READER_POOL_MAX 8    /* idle reader connections kept per database */
@@ -180,6 +181,7 @@ typedef struct {
     unsigned pool_n;
 
     sqlite3 *w; /* writer connection: only the writer thread uses it once open */
+    store_vfs vfs; /* the writer's WAL write buffer (synchronous=FULL), store_vfs.c */
     sqlite3_stmt *wst[W_COUNT];
     int writer_started, reply_started;
     ErlNifTid writer_tid, reply_tid;

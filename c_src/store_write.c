@@ -16,7 +16,7 @@ static const char *const W_SQL[W_COUNT] = {
     [W_SAVEPOINT] = "SAVEPOINT req",
     [W_RELEASE] = "RELEASE req",
     [W_ROLLBACK_TO] = "ROLLBACK TO req",
-    [W_RUN_GET] = "SELECT status, next_seq, last_event FROM runs WHERE run_id = ?1",
+    [W_RUN_GET] = "SELECT status, next_seq, last_event, rowid FROM runs WHERE run_id = ?1",
     [W_WF_OPEN] = "SELECT run_id FROM runs WHERE workflow_id = ?1 AND status NOT IN "
                   TERMINAL_SQL " ORDER BY create_seq DESC LIMIT 1",
     [W_WF_LATEST] = "SELECT run_id, status FROM runs WHERE workflow_id = ?1"
@@ -27,14 +27,14 @@ static const char *const W_SQL[W_COUNT] = {
                      " (SELECT coalesce(max(create_seq), 0) + 1 FROM runs))",
     [W_EV_INSERT] = "INSERT INTO events (run_id, seq, type, recorded_at, data, prev)"
                     " VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    [W_RUN_SEQ] = "UPDATE runs SET next_seq = ?2, last_event = ?3 WHERE run_id = ?1",
+    [W_RUN_SEQ] = "UPDATE runs SET next_seq = ?2, last_event = ?3 WHERE rowid = ?1",
     [W_RUN_UPDATE] = "UPDATE runs SET next_seq = ?2, last_event = ?13,"
                      " status = CASE WHEN ?3 THEN ?4 ELSE status END,"
                      " closed_at = CASE WHEN ?5 THEN ?6 ELSE closed_at END,"
                      " search_attributes = CASE WHEN ?7 THEN ?8 ELSE search_attributes END,"
                      " stuck_reason = CASE WHEN ?9 THEN ?10 ELSE stuck_reason END,"
                      " data = CASE WHEN ?11 THEN ?12 ELSE data END,"
-                     " parked_seq = CASE WHEN ?14 THEN ?15 ELSE parked_seq END WHERE run_id = ?1",
+                     " parked_seq = CASE WHEN ?14 THEN ?15 ELSE parked_seq END WHERE rowid = ?1",
     [W_TIMER_PUT] = "INSERT INTO timers (run_id, timer_id, fire_at) VALUES (?1, ?2, ?3)"
                     " ON CONFLICT (run_id, timer_id) DO UPDATE SET fire_at = excluded.fire_at",
     [W_TIMER_DEL] = "DELETE FROM timers WHERE run_id = ?1 AND timer_id = ?2",
@@ -494,6 +494,7 @@ static int apply_op(db_res *db, req_t *r, op_in *op)
 {
     const store_atoms *a = &db->atoms;
     ErlNifSInt64 next = 1, last = 0; /* last: id of the run's latest event, 0 if none */
+    ErlNifSInt64 row = 0; /* the run's rowid: the updates below skip the run_id index */
     int exists = 0, terminal = 0;
     sqlite3_stmt *st = db->wst[W_RUN_GET];
     BIND(store_bind_bytes(st, 1, op->run_id));
@@ -503,6 +504,7 @@ static int apply_op(db_res *db, req_t *r, op_in *op)
         terminal = status_terminal(sqlite3_column_blob(st, 0), sqlite3_column_bytes(st, 0));
         next = sqlite3_column_int64(st, 1);
         last = sqlite3_column_int64(st, 2); /* NULL reads as 0 */
+        row = sqlite3_column_int64(st, 3);
     } else if (rc != SQLITE_DONE) {
         return fail_sql(db, r, st, rc);
     }
@@ -525,8 +527,11 @@ static int apply_op(db_res *db, req_t *r, op_in *op)
         return fail_reason(r, enif_make_tuple3(r->env, a->a_sequence_conflict,
                                                enif_make_int64(r->env, op->expected),
                                                enif_make_int64(r->env, next)));
-    if (op->has_create && create_run(db, r, op) != 0)
-        return -1;
+    if (op->has_create) {
+        if (create_run(db, r, op) != 0)
+            return -1;
+        row = sqlite3_last_insert_rowid(db->w);
+    }
     op->first_seq = next;
 
     if (op->n_ev > 0) {
@@ -585,14 +590,14 @@ static int apply_op(db_res *db, req_t *r, op_in *op)
 
     if (op->n_ev > 0 && !op->has_set) { /* touches no index of runs */
         st = db->wst[W_RUN_SEQ];
-        BIND(store_bind_bytes(st, 1, op->run_id));
+        BIND(sqlite3_bind_int64(st, 1, row));
         BIND(sqlite3_bind_int64(st, 2, next + (ErlNifSInt64)op->n_ev));
         BIND(sqlite3_bind_int64(st, 3, last));
         if (step_done(db, r, st) != 0)
             return -1;
     } else if (op->has_set) {
         st = db->wst[W_RUN_UPDATE];
-        BIND(store_bind_bytes(st, 1, op->run_id));
+        BIND(sqlite3_bind_int64(st, 1, row));
         BIND(sqlite3_bind_int64(st, 2, next + (ErlNifSInt64)op->n_ev));
         BIND(sqlite3_bind_int(st, 3, op->s_status.st == F_VALUE));
         BIND(bind_opt(st, 4, &op->s_status));
