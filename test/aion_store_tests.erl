@@ -1173,7 +1173,7 @@ two_stores(Sync) ->
                                        {ok, [[Seq]]} = aion_store:append(S, [#{run_id => <<"r">>,
                                                                                events => [ev(N)]}]),
                                        %% durable and published: a reader sees it now
-                                       {ok, [{Seq, _, _, _}]} = aion_store:history(S, <<"r">>, Seq)
+                                       {ok, [{Seq, _, _, _} | _]} = aion_store:history(S, <<"r">>, Seq)
                                    end || N <- lists:seq(1, 300)],
                                   Parent ! {self(), done}
                               end) || S <- [A, B, A, B]],
