@@ -16,6 +16,7 @@
 -export([main/0, main/1, child/1]).
 %% Used by bench/profile.erl.
 -export([start_engine/2, stop_engine/0, clients/4, hello_once/1, pct/2, synth/2]).
+-export([thread_ticks/1, wchar/0]).
 
 -define(COLLECTOR, aion_bench_collector).
 -define(WF, aion_bench_wf).
@@ -242,6 +243,34 @@ p50p99(SortedUs) ->
 -spec pct([number()], float()) -> number().
 pct(Sorted, P) ->
     lists:nth(max(1, min(length(Sorted), ceil(P * length(Sorted)))), Sorted).
+
+%% @doc CPU time (user + system, in ticks of 1/100 s) of this node's threads, summed by
+%% `Group(ThreadName)' (the name as `/proc/self/task/*/comm' has it: at most 15 bytes).
+-spec thread_ticks(fun((binary()) -> string())) -> #{string() => non_neg_integer()}.
+thread_ticks(Group) ->
+    {ok, Ts} = file:list_dir("/proc/self/task"),
+    lists:foldl(
+      fun(T, Acc) ->
+              case file:read_file("/proc/self/task/" ++ T ++ "/stat") of
+                  {ok, B} ->
+                      [_, Rest] = binary:split(B, <<"(">>),
+                      [Comm, After] = binary:split(Rest, <<") ">>),
+                      F = binary:split(After, <<" ">>, [global]),
+                      Ticks = binary_to_integer(lists:nth(12, F))
+                          + binary_to_integer(lists:nth(13, F)),
+                      maps:update_with(Group(Comm), fun(V) -> V + Ticks end, Ticks, Acc);
+                  _ ->
+                      Acc
+              end
+      end, #{}, Ts).
+
+%% @doc Bytes this node has written so far (`/proc/self/io' wchar: every write call,
+%% before the page cache).
+-spec wchar() -> non_neg_integer().
+wchar() ->
+    {ok, B} = file:read_file("/proc/self/io"),
+    {match, [W]} = re:run(B, "wchar: (\\d+)", [{capture, all_but_first, binary}]),
+    binary_to_integer(W).
 
 %% @doc Starts the aion application without its default engine, then engine
 %% `aion_default' on `Dir/aion.db' with `synchronous = Sync'.

@@ -39,13 +39,13 @@ main([NStr]) ->
     Shuffled = [Id || {_, Id} <- lists:sort([{rand:uniform(), Id} || Id <- Ids])],
     Parts = deal(Shuffled, ?CLIENTS),
     T0 = threads(),
-    W0 = wchar(),
+    W0 = aion_bench:wchar(),
     Start = erlang:monotonic_time(microsecond),
     Parent = self(),
     Pids = [spawn_link(fun() -> Parent ! {self(), fire_all(S, Part, [])} end) || Part <- Parts],
     Lat = lists:sort(lists:append([receive {P, L} -> L end || P <- Pids])),
     Us = erlang:monotonic_time(microsecond) - Start,
-    W1 = wchar(),
+    W1 = aion_bench:wchar(),
     T1 = threads(),
     Cpu = [{K, (V - maps:get(K, T0, 0)) * 10000 / N} || {K, V} <- lists:sort(maps:to_list(T1))],
     io:format("~b fires + closes in ~.2f s (~b fires/s); per fire: ~b bytes written; "
@@ -53,7 +53,7 @@ main([NStr]) ->
               [N, Us / 1.0e6, round(N * 1.0e6 / Us), (W1 - W0) div N,
                [io_lib:format("~s ~.1f, ", [K, V]) || {K, V} <- Cpu]]),
     io:format("fire append latency p50 ~.2f ms, p99 ~.2f ms, max ~.2f ms~n",
-              [pct(Lat, 0.5) / 1000, pct(Lat, 0.99) / 1000, lists:last(Lat) / 1000]),
+              [aion_bench:pct(Lat, 0.5) / 1000, aion_bench:pct(Lat, 0.99) / 1000, lists:last(Lat) / 1000]),
     ok = aion_store:close(S),
     _ = file:del_dir_r(Dir),
     halt(0).
@@ -98,32 +98,8 @@ deal(L, K, Acc) ->
 zip_in([], Acc) -> Acc;
 zip_in([X | Xs], [A | As]) -> [[X | A] | zip_in(Xs, As)].
 
-pct(Sorted, P) ->
-    lists:nth(max(1, min(length(Sorted), round(P * length(Sorted)))), Sorted).
-
-wchar() ->
-    {ok, B} = file:read_file("/proc/self/io"),
-    {match, [W]} = re:run(B, "wchar: (\\d+)", [{capture, all_but_first, binary}]),
-    binary_to_integer(W).
-
 %% CPU ticks (1/100 s) of the store's threads, by thread name; the rest as one.
 threads() ->
-    {ok, Ts} = file:list_dir("/proc/self/task"),
-    lists:foldl(
-      fun(T, Acc) ->
-              case file:read_file("/proc/self/task/" ++ T ++ "/stat") of
-                  {ok, B} ->
-                      [_, Rest] = binary:split(B, <<"(">>),
-                      [Comm, After] = binary:split(Rest, <<") ">>),
-                      F = binary:split(After, <<" ">>, [global]),
-                      Ticks = binary_to_integer(lists:nth(12, F))
-                          + binary_to_integer(lists:nth(13, F)),
-                      K = case Comm of
-                              <<"aion_store_", K0/binary>> -> binary_to_list(K0);
-                              _ -> "other"
-                          end,
-                      maps:update_with(K, fun(V) -> V + Ticks end, Ticks, Acc);
-                  _ ->
-                      Acc
-              end
-      end, #{}, Ts).
+    aion_bench:thread_ticks(fun(<<"aion_store_", K/binary>>) -> binary_to_list(K);
+                               (_) -> "other"
+                            end).

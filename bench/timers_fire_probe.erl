@@ -43,13 +43,13 @@ main([NS]) ->
     _ = [receive {sleeping, _} -> ok end || _ <- lists:seq(1, Total)],
     io:format("~b sleeping, started in ~b ms~n", [Total, erlang:system_time(millisecond) - T0]),
     receive after max(0, Base + 1000 - erlang:system_time(millisecond)) -> ok end,
-    W0 = wchar(),
+    W0 = aion_bench:wchar(),
     C0 = threads(),
     %% A fold, not a comprehension: no stack frame per fire (aion_bench:wait_fired/3).
     Pairs = lists:foldl(fun(_, Acc) -> receive {fired, F, Now} -> [{F, Now - F} | Acc] end end,
                         [], lists:seq(1, Total)),
     Lat = lists:sort([L || {_, L} <- Pairs]),
-    W1 = wchar(),
+    W1 = aion_bench:wchar(),
     C1 = threads(),
     io:format("per fire: ~b bytes written; CPU us by thread: ~s~n",
               [(W1 - W0) div Total,
@@ -64,33 +64,12 @@ main([NS]) ->
     _ = file:del_dir_r(Dir),
     halt(0).
 
-wchar() ->
-    {ok, B} = file:read_file("/proc/self/io"),
-    {match, [W]} = re:run(B, "wchar: (\\d+)", [{capture, all_but_first, binary}]),
-    binary_to_integer(W).
-
 %% CPU ticks (1/100 s) per thread group.
 threads() ->
-    {ok, Ts} = file:list_dir("/proc/self/task"),
-    lists:foldl(
-      fun(T, Acc) ->
-              case file:read_file("/proc/self/task/" ++ T ++ "/stat") of
-                  {ok, B} ->
-                      [_, Rest] = binary:split(B, <<"(">>),
-                      [Comm, After] = binary:split(Rest, <<") ">>),
-                      F = binary:split(After, <<" ">>, [global]),
-                      Ticks = binary_to_integer(lists:nth(12, F))
-                          + binary_to_integer(lists:nth(13, F)),
-                      K = case Comm of
-                              <<"aion_store", _/binary>> -> binary_to_list(Comm);
-                              <<_, "_scheduler">> -> "schedulers";
-                              _ -> "other"
-                          end,
-                      maps:update_with(K, fun(V) -> V + Ticks end, Ticks, Acc);
-                  _ ->
-                      Acc
-              end
-      end, #{}, Ts).
+    aion_bench:thread_ticks(fun(<<"aion_store", _/binary>> = Comm) -> binary_to_list(Comm);
+                               (<<_, "_scheduler">>) -> "schedulers";
+                               (_) -> "other"
+                            end).
 
 %% Lateness by when the timer was due, in 0.5 s buckets from the first due time:
 %% shows whether a backlog builds, drains or stays.
