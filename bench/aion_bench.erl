@@ -16,7 +16,7 @@
 -export([main/0, main/1, child/1]).
 %% Used by bench/profile.erl.
 -export([start_engine/2, stop_engine/0, clients/4, hello_once/1, pct/2, synth/2]).
--export([thread_ticks/1, wchar/0]).
+-export([thread_ticks/1, wchar/0, minor_faults/0]).
 
 -define(COLLECTOR, aion_bench_collector).
 -define(WF, aion_bench_wf).
@@ -271,6 +271,15 @@ wchar() ->
     {ok, B} = file:read_file("/proc/self/io"),
     {match, [W]} = re:run(B, "wchar: (\\d+)", [{capture, all_but_first, binary}]),
     binary_to_integer(W).
+
+%% @doc Minor page faults of this OS process so far (`/proc/self/stat', field 10):
+%% the first touches of fresh memory, which cost ~15-20 us each in this VM.
+-spec minor_faults() -> non_neg_integer().
+minor_faults() ->
+    {ok, B} = file:read_file("/proc/self/stat"),
+    %% The command name (field 2) is in parentheses and may hold spaces.
+    [_, Rest] = binary:split(B, <<") ">>),
+    binary_to_integer(lists:nth(8, binary:split(Rest, <<" ">>, [global]))).
 
 %% @doc Starts the aion application without its default engine, then engine
 %% `aion_default' on `Dir/aion.db' with `synchronous = Sync'.

@@ -4,7 +4,8 @@
 %% database with synchronous=full) due at Base + uniform(1..10 s), Base after
 %% the last start; waits until all sleep, then during the firing measures per
 %% fire: bytes written by the node (`/proc/self/io' wchar: WAL frames and
-%% checkpoint copies), CPU time per thread group (schedulers, the store's
+%% checkpoint copies), minor page faults (first touches of fresh memory), CPU time
+%% per thread group (schedulers, the store's
 %% writer, checkpoint and reply threads) and the lateness seen by the
 %% workflows, overall and by due time in 0.5 s buckets. Run (after
 %% `BENCH_ONLY=none ./bench/run.sh', which compiles it):
@@ -13,6 +14,8 @@
 %%     -pa _build/default/lib/aion/ebin -pa _build/bench/ebin \
 %%     -run timers_fire_probe main 50000
 %% '''
+%% With `AION_PROBE_ALLOC=1' in the environment it also prints, every second of the
+%% firing, the memory of each ERTS allocator and of the processes.
 -module(timers_fire_probe).
 
 -export([main/1]).
@@ -44,15 +47,19 @@ main([NS]) ->
     io:format("~b sleeping, started in ~b ms~n", [Total, erlang:system_time(millisecond) - T0]),
     receive after max(0, Base + 1000 - erlang:system_time(millisecond)) -> ok end,
     W0 = aion_bench:wchar(),
+    F0 = aion_bench:minor_faults(),
     C0 = threads(),
+    Alloc = os:getenv("AION_PROBE_ALLOC") =/= false,
+    Alloc andalso spawn_link(fun() -> alloc_loop(erlang:system_time(millisecond)) end),
     %% A fold, not a comprehension: no stack frame per fire (aion_bench:wait_fired/3).
     Pairs = lists:foldl(fun(_, Acc) -> receive {fired, F, Now} -> [{F, Now - F} | Acc] end end,
                         [], lists:seq(1, Total)),
     Lat = lists:sort([L || {_, L} <- Pairs]),
     W1 = aion_bench:wchar(),
+    F1 = aion_bench:minor_faults(),
     C1 = threads(),
-    io:format("per fire: ~b bytes written; CPU us by thread: ~s~n",
-              [(W1 - W0) div Total,
+    io:format("per fire: ~b bytes written, ~.2f page faults; CPU us by thread: ~s~n",
+              [(W1 - W0) div Total, (F1 - F0) / Total,
                lists:flatten([io_lib:format("~s ~b, ", [K, (V - maps:get(K, C0, 0)) * 10000 div Total])
                               || {K, V} <- lists:sort(maps:to_list(C1))])]),
     io:format("lateness p50 ~b ms, p99 ~b ms, max ~b ms; last fire observed ~b ms after the "
@@ -60,6 +67,7 @@ main([NS]) ->
               [aion_bench:pct(Lat, 0.5), aion_bench:pct(Lat, 0.99), lists:last(Lat),
                erlang:system_time(millisecond) - Base - 1000]),
     buckets(Pairs),
+    Alloc andalso io:format("alloc at end: ~s~n", [alloc_summary()]),
     ok = aion_bench:stop_engine(),
     _ = file:del_dir_r(Dir),
     halt(0).
@@ -84,3 +92,30 @@ buckets(Pairs) ->
                                     [K / 2, length(Ls), aion_bench:pct(Ls, 0.5),
                                      aion_bench:pct(Ls, 0.99)])
                   end, lists:sort(maps:to_list(By))).
+
+%% Every second (AION_PROBE_ALLOC set): MB in carriers / in blocks per allocator
+%% (carriers that grow are fresh memory, i.e. page faults), then the number of
+%% processes and the memory they hold.
+alloc_loop(T0) ->
+    io:format("alloc +~5.1f s: ~s~n", [(erlang:system_time(millisecond) - T0) / 1000, alloc_summary()]),
+    io:format("  ~b processes, ~b MB~n",
+              [erlang:system_info(process_count), erlang:memory(processes) bsr 20]),
+    receive after 1000 -> alloc_loop(T0) end.
+
+alloc_summary() ->
+    As = [eheap_alloc, binary_alloc, ets_alloc, driver_alloc, fix_alloc, std_alloc, sl_alloc,
+          ll_alloc, temp_alloc],
+    lists:flatten([io_lib:format("~s ~b/~b ", [lists:sublist(atom_to_list(A), 3) | alloc_mb(A)])
+                   || A <- As]).
+
+%% [carriers, blocks] in MB over the allocator's instances (multiblock, single-block
+%% and pooled carriers; `erlang:system_info({allocator, A})').
+alloc_mb(A) ->
+    Parts = [KV || {instance, _, I} <- erlang:system_info({allocator, A}),
+                   {K, KV} <- I, lists:member(K, [mbcs, sbcs, mbcs_pool])],
+    Carriers = lists:sum([C || KV <- Parts, {carriers_size, C, _, _} <- KV]) +
+        lists:sum([C || KV <- Parts, {carriers_size, C} <- KV]),
+    Blocks = lists:sum([S || KV <- Parts, {blocks, Bs} <- KV, {_, L} <- Bs,
+                             {size, S, _, _} <- L]) +
+        lists:sum([S || KV <- Parts, {blocks, Bs} <- KV, {_, L} <- Bs, {size, S} <- L]),
+    [Carriers bsr 20, Blocks bsr 20].

@@ -15,7 +15,9 @@
 
 #define MAX_BATCH       4096 /* requests per group-commit transaction */
 #define READER_POOL_MAX 8    /* idle reader connections kept per database */
-#define REQ_INLINE      1024 /* bytes of a request's parse arena held inline */
+#define REQ_INLINE      512  /* bytes of a request's parse arena held inline: one op
+                                * with an event fits (a close, a signal); a queued
+                                * request is memory for as long as the writer is behind */
 
 /* ------------------------------------------------------------------------- atoms */
 
