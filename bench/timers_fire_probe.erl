@@ -48,6 +48,7 @@ main([NS]) ->
     receive after max(0, Base + 1000 - erlang:system_time(millisecond)) -> ok end,
     W0 = aion_bench:wchar(),
     F0 = aion_bench:minor_faults(),
+    V0 = vm_counts(),
     C0 = threads(),
     Alloc = os:getenv("AION_PROBE_ALLOC") =/= false,
     Alloc andalso spawn_link(fun() -> alloc_loop(erlang:system_time(millisecond)) end),
@@ -57,11 +58,15 @@ main([NS]) ->
     Lat = lists:sort([L || {_, L} <- Pairs]),
     W1 = aion_bench:wchar(),
     F1 = aion_bench:minor_faults(),
+    V1 = vm_counts(),
     C1 = threads(),
     io:format("per fire: ~b bytes written, ~.2f page faults; CPU us by thread: ~s~n",
               [(W1 - W0) div Total, (F1 - F0) / Total,
                lists:flatten([io_lib:format("~s ~b, ", [K, (V - maps:get(K, C0, 0)) * 10000 div Total])
                               || {K, V} <- lists:sort(maps:to_list(C1))])]),
+    io:format("per fire (VM): ~s~n",
+              [lists:flatten([io_lib:format("~s ~.1f, ", [K, (maps:get(K, V1) - V0K) / Total])
+                              || {K, V0K} <- lists:sort(maps:to_list(V0))])]),
     io:format("lateness p50 ~b ms, p99 ~b ms, max ~b ms; last fire observed ~b ms after the "
               "first was due~n",
               [aion_bench:pct(Lat, 0.5), aion_bench:pct(Lat, 0.99), lists:last(Lat),
@@ -71,6 +76,14 @@ main([NS]) ->
     ok = aion_bench:stop_engine(),
     _ = file:del_dir_r(Dir),
     halt(0).
+
+%% Counters of the VM: reductions, context switches, garbage collections and the
+%% words they reclaimed.
+vm_counts() ->
+    {Gcs, Words, _} = erlang:statistics(garbage_collection),
+    {Cs, _} = erlang:statistics(context_switches),
+    #{reductions => element(1, erlang:statistics(exact_reductions)), context_switches => Cs,
+      gcs => Gcs, gc_words_reclaimed => Words}.
 
 %% CPU ticks (1/100 s) per thread group.
 threads() ->
