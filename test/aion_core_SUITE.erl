@@ -11,7 +11,8 @@
          cancelled_timer_never_fires/1, parallel_and_wait_all/1,
          replay_is_deterministic/1, nondeterminism_stuck_then_retry/1,
          bad_input_records_nothing/1, id_reuse_and_conflict/1, info_and_misuse/1,
-         run_deadlines/1, cancel_request_observed/1, sleep_beyond_horizon/1]).
+         run_deadlines/1, cancel_request_observed/1, sleep_beyond_horizon/1,
+         close_waits_collected/1]).
 
 -define(W, aion_test_workflows).
 
@@ -20,7 +21,8 @@ all() ->
      describe_list_count, sleep_fires, wait_any_history_order,
      cancelled_timer_never_fires, parallel_and_wait_all, replay_is_deterministic,
      nondeterminism_stuck_then_retry, bad_input_records_nothing, id_reuse_and_conflict,
-     info_and_misuse, run_deadlines, cancel_request_observed, sleep_beyond_horizon].
+     info_and_misuse, run_deadlines, cancel_request_observed, sleep_beyond_horizon,
+     close_waits_collected].
 
 init_per_suite(Config) -> aion_ct:init_per_suite(Config).
 
@@ -30,6 +32,8 @@ init_per_testcase(TC, Config) ->
     Path = aion_ct:db_path(Config, atom_to_list(TC) ++ ".db"),
     Extra = case TC of
                 sleep_beyond_horizon -> #{timer_horizon => 200, timer_rescan_interval => 100};
+                %% the store's writer waits for another connection's write lock
+                close_waits_collected -> #{busy_timeout => 60000};
                 _ -> #{}
             end,
     _ = aion_ct:start_engine(aion_default, Path, Extra),
@@ -382,3 +386,32 @@ cancel_request_observed(_Config) ->
     #{type := workflow_cancelled, reason := <<"stop">>} = lists:last(H),
     [#{timer_id := <<"t1">>} | _] = [E || #{type := timer_cancelled} = E <- H],
     {ok, #{status := cancelled}} = aion:describe(Wid).
+
+%% A closing run whose heaps are small collects them before it waits for its commit:
+%% while another connection holds SQLite's write lock the run waits in the store
+%% append with its garbage gone, then completes once the lock is released.
+close_waits_collected(Config) ->
+    {ok, Sql} = aion_sql:open(?config(db, Config)),
+    ok = aion_sql:exec(Sql, <<"BEGIN IMMEDIATE">>),
+    Self = self(),
+    Starter = spawn_link(fun() ->
+                                 Self ! {started, aion:start(?W, #{kind => garbage, n => 1500}, #{})}
+                         end),
+    Pid = receive {garbage_wf, P} -> P after 5000 -> error(no_workflow) end,
+    Waiting = fun() ->
+                      case erlang:process_info(Pid, [current_function, status, total_heap_size]) of
+                          [{current_function, {aion_store_sqlite, append, 3}}, {status, waiting},
+                           {total_heap_size, W}] -> W;
+                          _ -> false
+                      end
+              end,
+    Words = aion_ct:wait_until(Waiting, 5000),
+    ct:pal("heaps of the waiting run: ~b words", [Words]),
+    %% 1,500 list cells are 3,000 words of garbage (4,185 words of heaps without the
+    %% collection); the state left is ~610 words
+    ?assert(Words < 2000, {total_heap_size, Words}),
+    ok = aion_sql:exec(Sql, <<"ROLLBACK">>),
+    ok = aion_sql:close(Sql),
+    {ok, #{workflow_id := Wid}} = receive {started, R} -> R after 10000 -> error(no_start) end,
+    {ok, 1500} = aion:await(Wid, 5000),
+    unlink(Starter).

@@ -17,6 +17,10 @@ run(#{<<"kind">> := <<"crash">>}) ->
     error(kaput);
 run(#{<<"kind">> := <<"bad_result">>}) ->
     {ok, {not_json}};
+run(#{<<"kind">> := <<"garbage">>, <<"n">> := N}) ->
+    %% Tells the test its pid, then leaves ~2N words of garbage on its heap.
+    aion_test_sink ! {garbage_wf, self()},
+    {ok, length(lists:seq(1, N))};
 run(#{<<"kind">> := <<"one_activity">>}) ->
     aion_workflow:execute_activity(?ACT(echo), [1], #{});
 run(#{<<"kind">> := <<"three">>}) ->
