@@ -14,6 +14,10 @@
 %%     -pa _build/default/lib/aion/ebin -pa _build/bench/ebin \
 %%     -run timers_fire_probe main 50000
 %% '''
+%% It also counts, during the firing, the schedules and collections that took
+%% >= 3 ms of wall time (`erlang:system_monitor/2': mostly a scheduler thread
+%% preempted by the OS while it ran a short piece of work) and lists the 100 ms
+%% windows of due time whose lateness p99 exceeds 40 ms (the spikes that make the p99).
 %% With `AION_PROBE_ALLOC=1' in the environment it also prints, every second of the
 %% firing, the memory of each ERTS allocator and of the processes.
 -module(timers_fire_probe).
@@ -22,6 +26,12 @@
 
 -define(WF, aion_bench_wf).
 -define(CLIENTS, 256).
+%% A schedule (a process running without a break) or a collection this long in wall
+%% time is counted: work that takes a few us stretched by the OS preempting the
+%% scheduler thread, or a real long run (erlang:system_monitor/2).
+-define(LONG_MS, 3).
+%% 100 ms windows (by due time) whose lateness p99 exceeds this are listed.
+-define(SPIKE_MS, 40).
 
 %% @doc Runs the probe with N workflows (a string, from `-run'); halts the node.
 -spec main([string()]) -> no_return().
@@ -50,6 +60,8 @@ main([NS]) ->
     F0 = aion_bench:minor_faults(),
     V0 = vm_counts(),
     C0 = threads(),
+    Mon = spawn_link(fun() -> monitor_loop(#{}) end),
+    _ = erlang:system_monitor(Mon, [{long_schedule, ?LONG_MS}, {long_gc, ?LONG_MS}]),
     Alloc = os:getenv("AION_PROBE_ALLOC") =/= false,
     Alloc andalso spawn_link(fun() -> alloc_loop(erlang:system_time(millisecond)) end),
     %% A fold, not a comprehension: no stack frame per fire (aion_bench:wait_fired/3).
@@ -71,11 +83,47 @@ main([NS]) ->
               "first was due~n",
               [aion_bench:pct(Lat, 0.5), aion_bench:pct(Lat, 0.99), lists:last(Lat),
                erlang:system_time(millisecond) - Base - 1000]),
+    _ = erlang:system_monitor(undefined),
+    Mon ! {counts, self()},
+    Long = receive {long, Counts} -> Counts after 5000 -> #{} end,
+    io:format("during the firing: ~b schedules and ~b collections of >= ~b ms wall time "
+              "(~b of them in the workflows' collector); 100 ms windows by due time with "
+              "lateness p99 > ~b ms: ~s~n",
+              [maps:get(long_schedule, Long, 0), maps:get(long_gc, Long, 0), ?LONG_MS,
+               maps:get(collector, Long, 0), ?SPIKE_MS, spikes(Pairs)]),
     buckets(Pairs),
     Alloc andalso io:format("alloc at end: ~s~n", [alloc_summary()]),
     ok = aion_bench:stop_engine(),
     _ = file:del_dir_r(Dir),
     halt(0).
+
+%% Counts the system monitor's reports by kind, and those about the collector.
+monitor_loop(Counts) ->
+    receive
+        {counts, From} ->
+            From ! {long, Counts};
+        {monitor, Pid, What, _Info} ->
+            C1 = maps:update_with(What, fun(N) -> N + 1 end, 1, Counts),
+            C2 = case whereis(aion_bench_collector) of
+                     Pid -> maps:update_with(collector, fun(N) -> N + 1 end, 1, C1);
+                     _ -> C1
+                 end,
+            monitor_loop(C2)
+    end.
+
+%% The 100 ms windows by due time (from the first due time) whose lateness p99 is
+%% above ?SPIKE_MS: "+Start ms (p99 X)" each, or "none".
+spikes(Pairs) ->
+    B0 = lists:min([F || {F, _} <- Pairs]),
+    By = lists:foldl(fun({F, L}, Acc) ->
+                             maps:update_with((F - B0) div 100, fun(Ls) -> [L | Ls] end, [L], Acc)
+                     end, #{}, Pairs),
+    Spikes = [{K * 100, P99} || {K, Ls} <- lists:sort(maps:to_list(By)),
+                                P99 <- [aion_bench:pct(lists:sort(Ls), 0.99)], P99 > ?SPIKE_MS],
+    case Spikes of
+        [] -> "none";
+        _ -> lists:join(", ", [io_lib:format("+~b ms (p99 ~b)", [T, P]) || {T, P} <- Spikes])
+    end.
 
 %% Counters of the VM: reductions, context switches, garbage collections and the
 %% words they reclaimed.

@@ -12,7 +12,7 @@
          replay_is_deterministic/1, nondeterminism_stuck_then_retry/1,
          bad_input_records_nothing/1, id_reuse_and_conflict/1, info_and_misuse/1,
          run_deadlines/1, cancel_request_observed/1, sleep_beyond_horizon/1,
-         close_waits_collected/1]).
+         close_waits_collected/1, long_wait_at_high_priority/1]).
 
 -define(W, aion_test_workflows).
 
@@ -22,7 +22,7 @@ all() ->
      cancelled_timer_never_fires, parallel_and_wait_all, replay_is_deterministic,
      nondeterminism_stuck_then_retry, bad_input_records_nothing, id_reuse_and_conflict,
      info_and_misuse, run_deadlines, cancel_request_observed, sleep_beyond_horizon,
-     close_waits_collected].
+     close_waits_collected, long_wait_at_high_priority].
 
 init_per_suite(Config) -> aion_ct:init_per_suite(Config).
 
@@ -415,3 +415,15 @@ close_waits_collected(Config) ->
     {ok, #{workflow_id := Wid}} = receive {started, R} -> R after 10000 -> error(no_start) end,
     {ok, 1500} = aion:await(Wid, 5000),
     unlink(Starter).
+
+%% A run blocked longer than 100 ms (aion_run's ?IDLE_GC) waits at high priority, so
+%% its wake runs before the normal work queued; once woken its code runs at normal
+%% priority again.
+long_wait_at_high_priority(_Config) ->
+    {ok, #{workflow_id := Wid}} = aion:start(?W, #{kind => priority}, #{}),
+    Pid = receive {priority_wf, P} -> P after 5000 -> error(no_workflow) end,
+    High = fun() -> erlang:process_info(Pid, priority) =:= {priority, high} end,
+    true = aion_ct:wait_until(High, 5000),
+    ok = aion:signal(Wid, <<"go">>, null),
+    {priority, normal} = receive {woken, Prio} -> Prio after 5000 -> error(not_woken) end,
+    {ok, <<"woken">>} = aion:await(Wid, 5000).

@@ -21,6 +21,13 @@ run(#{<<"kind">> := <<"garbage">>, <<"n">> := N}) ->
     %% Tells the test its pid, then leaves ~2N words of garbage on its heap.
     aion_test_sink ! {garbage_wf, self()},
     {ok, length(lists:seq(1, N))};
+run(#{<<"kind">> := <<"priority">>}) ->
+    %% Tells the test its pid, waits for the signal `go', then tells the test the
+    %% priority its code runs at once woken.
+    aion_test_sink ! {priority_wf, self()},
+    {ok, _} = aion_workflow:receive_signal(<<"go">>),
+    aion_test_sink ! {woken, erlang:process_info(self(), priority)},
+    {ok, woken};
 run(#{<<"kind">> := <<"one_activity">>}) ->
     aion_workflow:execute_activity(?ACT(echo), [1], #{});
 run(#{<<"kind">> := <<"three">>}) ->
