@@ -114,12 +114,8 @@ monitor_loop(Counts) ->
 %% The 100 ms windows by due time (from the first due time) whose lateness p99 is
 %% above ?SPIKE_MS: "+Start ms (p99 X)" each, or "none".
 spikes(Pairs) ->
-    B0 = lists:min([F || {F, _} <- Pairs]),
-    By = lists:foldl(fun({F, L}, Acc) ->
-                             maps:update_with((F - B0) div 100, fun(Ls) -> [L | Ls] end, [L], Acc)
-                     end, #{}, Pairs),
-    Spikes = [{K * 100, P99} || {K, Ls} <- lists:sort(maps:to_list(By)),
-                                P99 <- [aion_bench:pct(lists:sort(Ls), 0.99)], P99 > ?SPIKE_MS],
+    Spikes = [{K * 100, P99} || {K, Ls} <- by_due(Pairs, 100),
+                                P99 <- [aion_bench:pct(Ls, 0.99)], P99 > ?SPIKE_MS],
     case Spikes of
         [] -> "none";
         _ -> lists:join(", ", [io_lib:format("+~b ms (p99 ~b)", [T, P]) || {T, P} <- Spikes])
@@ -143,16 +139,20 @@ threads() ->
 %% Lateness by when the timer was due, in 0.5 s buckets from the first due time:
 %% shows whether a backlog builds, drains or stays.
 buckets(Pairs) ->
-    B0 = lists:min([F || {F, _} <- Pairs]),
-    By = lists:foldl(fun({F, L}, Acc) ->
-                             maps:update_with((F - B0) div 500, fun(Ls) -> [L | Ls] end, [L], Acc)
-                     end, #{}, Pairs),
-    lists:foreach(fun({K, Ls0}) ->
-                          Ls = lists:sort(Ls0),
+    lists:foreach(fun({K, Ls}) ->
                           io:format("  due +~4.1f s: ~5b fires, lateness p50 ~b ms / p99 ~b ms~n",
                                     [K / 2, length(Ls), aion_bench:pct(Ls, 0.5),
                                      aion_bench:pct(Ls, 0.99)])
-                  end, lists:sort(maps:to_list(By))).
+                  end, by_due(Pairs, 500)).
+
+%% {FireAt, Lateness} pairs grouped in windows of Ms by due time from the first due
+%% time: [{Window, SortedLatenesses}] in window order.
+by_due(Pairs, Ms) ->
+    B0 = lists:min([F || {F, _} <- Pairs]),
+    By = lists:foldl(fun({F, L}, Acc) ->
+                             maps:update_with((F - B0) div Ms, fun(Ls) -> [L | Ls] end, [L], Acc)
+                     end, #{}, Pairs),
+    [{K, lists:sort(Ls)} || {K, Ls} <- lists:sort(maps:to_list(By))].
 
 %% Every second (AION_PROBE_ALLOC set): MB in carriers / in blocks per allocator
 %% (carriers that grow are fresh memory, i.e. page faults), then the number of
