@@ -60,7 +60,7 @@ main([NS]) ->
     F0 = aion_bench:minor_faults(),
     V0 = vm_counts(),
     C0 = threads(),
-    Mon = spawn_link(fun() -> monitor_loop(#{}) end),
+    Mon = spawn_link(fun() -> monitor_loop(Self, #{}) end),
     _ = erlang:system_monitor(Mon, [{long_schedule, ?LONG_MS}, {long_gc, ?LONG_MS}]),
     Alloc = os:getenv("AION_PROBE_ALLOC") =/= false,
     Alloc andalso spawn_link(fun() -> alloc_loop(erlang:system_time(millisecond)) end),
@@ -97,18 +97,19 @@ main([NS]) ->
     _ = file:del_dir_r(Dir),
     halt(0).
 
-%% Counts the system monitor's reports by kind, and those about the collector.
-monitor_loop(Counts) ->
+%% Counts the system monitor's reports by kind, and those about the collector (the
+%% probe's own process).
+monitor_loop(Collector, Counts) ->
     receive
         {counts, From} ->
             From ! {long, Counts};
         {monitor, Pid, What, _Info} ->
             C1 = maps:update_with(What, fun(N) -> N + 1 end, 1, Counts),
-            C2 = case whereis(aion_bench_collector) of
-                     Pid -> maps:update_with(collector, fun(N) -> N + 1 end, 1, C1);
+            C2 = case Pid of
+                     Collector -> maps:update_with(collector, fun(N) -> N + 1 end, 1, C1);
                      _ -> C1
                  end,
-            monitor_loop(C2)
+            monitor_loop(Collector, C2)
     end.
 
 %% The 100 ms windows by due time (from the first due time) whose lateness p99 is

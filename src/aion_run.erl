@@ -621,6 +621,15 @@ wait(Keys, Cancellable, #wf{replay = R} = S) ->
             end
     end.
 
+%% Long waits: a run blocked longer than ?IDLE_GC ms (a timer, a signal) waits at
+%% high priority and drops back to its own priority once woken, so its wake runs
+%% within at most one time slice at high priority, before the normal work queued.
+%% When many runs wake at once (100,000 sleepers due over 9 s: 11,100 fires/s) a
+%% woken run otherwise waited in the run queue behind the closes of the runs woken
+%% before it (their commits are answered thousands at a time): from the fire's
+%% commit to the workflow running took p99 22-33 ms, 2-14 ms with this
+%% (bench/RESULTS.md, "seventh pass"). Short waits (an activity) stay at normal.
+%%
 %% The blocking receive. After `idle_evict_after' ms without an arrival, or when
 %% the residency server asks (`max_resident'), the process evicts itself.
 sleep(Keys, Cancellable, #wf{ctx = Ctx} = S) ->
@@ -644,7 +653,7 @@ sleep(Keys, Cancellable, #wf{ctx = Ctx} = S) ->
                          %% data fits the minimum heap, the next size (4.0 KB) when
                          %% not); short waits, e.g. for an activity, never pay.
                          %% It then waits at high priority and goes back to its own
-                         %% as soon as it is woken (see "Long waits" below).
+                         %% as soon as it is woken (see "Long waits" above).
                          idle_release(S),
                          garbage_collect(),
                          garbage_collect(),
@@ -658,14 +667,6 @@ sleep(Keys, Cancellable, #wf{ctx = Ctx} = S) ->
          end,
     wait(Keys, Cancellable, yield(S1)).
 
-%% Long waits: a run blocked longer than ?IDLE_GC ms (a timer, a signal) waits at
-%% high priority and drops back to its own priority once woken, so its wake runs
-%% within at most one time slice at high priority, before the normal work queued.
-%% When many runs wake at once (100,000 sleepers due over 9 s: 11,100 fires/s) a
-%% woken run otherwise waited in the run queue behind the closes of the runs woken
-%% before it (their commits are answered thousands at a time): from the fire's
-%% commit to the workflow running took p99 22-33 ms, 2-14 ms with this
-%% (bench/RESULTS.md, "seventh pass"). Short waits (an activity) stay at normal.
 %% Waits for an arrival, a query or an eviction request: the state to go on with,
 %% or `timeout' after `Timeout' ms without one. (No closures here: a sleeping
 %% process's heap is what a resident parked run costs.)
